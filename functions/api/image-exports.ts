@@ -1,0 +1,21 @@
+import {
+  createImageExport,
+  deleteImageExport,
+  getImageExport,
+  listImageExports,
+} from '#commons/domain/image-exports.js';
+import { listBody, successStatus } from '#commons/domain/resources.js';
+import { apiHandler, json } from '#commons/http/api-handler.js';
+
+export const handler = apiHandler({
+  'GET /api/v1/imageexports': async (req) =>
+    json(200, listBody('ImageExport', await listImageExports(req.deps, req.principal(), req.query))),
+  'POST /api/v1/imageexports': async (req) =>
+    json(201, await createImageExport(req.deps, req.principal(), req.body())),
+  'GET /api/v1/imageexports/{name}': async (req) =>
+    json(200, await getImageExport(req.deps, req.principal(), req.param('name'))),
+  'DELETE /api/v1/imageexports/{name}': async (req) => {
+    await deleteImageExport(req.deps, req.principal(), req.param('name'));
+    return json(200, successStatus(`ImageExport "${req.param('name')}" deleted`));
+  },
+});

@@ -1,0 +1,195 @@
+// ResourceStore on one DynamoDB table.
+//   pk = "<org>#<kind>", sk = "<name>"                   → get by name; list one org's kind in name order
+//   gsi1pk = "<org>#ImageExport#<build>", gsi1sk = name   → exports of a build (index byBuild)
+// Every request path is a GetItem, a conditional write or a Query of one partition: never a Scan.
+import {
+  ConditionalCheckFailedException,
+  type CreateTableCommandInput,
+  DynamoDBClient,
+} from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { ConflictError } from '../domain/errors.js';
+import { readyReason } from '../domain/resources.js';
+import type { Kind } from '../domain/types.js';
+import type { PageQuery, ResourceStore, StoredResource } from '../ports.js';
+
+export const BY_BUILD_INDEX = 'byBuild';
+
+interface Item {
+  pk: string;
+  sk: string;
+  gsi1pk?: string;
+  gsi1sk?: string;
+  orgId: string;
+  kind: Kind;
+  name: string;
+  rv: number;
+  doc: string;
+  secretRef?: string;
+  reason?: string;
+  uid?: string;
+}
+
+const pk = (orgId: string, kind: Kind) => `${orgId}#${kind}`;
+const byBuildPk = (orgId: string, build: string) => `${orgId}#ImageExport#${build}`;
+
+function toItem(r: StoredResource): Item {
+  const reason = readyReason(r.doc);
+  return {
+    pk: pk(r.orgId, r.kind),
+    sk: r.name,
+    ...(r.buildRef ? { gsi1pk: byBuildPk(r.orgId, r.buildRef), gsi1sk: r.name } : {}),
+    orgId: r.orgId,
+    kind: r.kind,
+    name: r.name,
+    rv: r.version,
+    doc: JSON.stringify(r.doc),
+    ...(r.secretRef ? { secretRef: r.secretRef } : {}),
+    ...(reason ? { reason } : {}),
+    ...(r.doc.metadata.uid ? { uid: r.doc.metadata.uid } : {}),
+  };
+}
+
+function fromItem(i: Record<string, unknown>): StoredResource {
+  const item = i as unknown as Item;
+  return {
+    orgId: item.orgId,
+    kind: item.kind,
+    name: item.name,
+    version: item.rv,
+    doc: JSON.parse(item.doc),
+    ...(item.gsi1pk ? { buildRef: item.gsi1pk.slice(byBuildPk(item.orgId, '').length) } : {}),
+    ...(item.secretRef ? { secretRef: item.secretRef } : {}),
+  };
+}
+
+export function createDocumentClient(client = new DynamoDBClient({})): DynamoDBDocumentClient {
+  return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+}
+
+export class DynamoDbResourceStore implements ResourceStore {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly tableName: string,
+  ) {}
+
+  async create(r: StoredResource): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: toItem(r),
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(`${r.kind} "${r.name}" already exists`, 'AlreadyExists');
+      }
+      throw err;
+    }
+  }
+
+  async get(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.tableName, Key: { pk: pk(orgId, kind), sk: name }, ConsistentRead: true }),
+    );
+    return out.Item ? fromItem(out.Item) : undefined;
+  }
+
+  async replace(r: StoredResource, expectedVersion: number): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: toItem(r),
+          ConditionExpression: 'rv = :expected',
+          ExpressionAttributeValues: { ':expected': expectedVersion },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(`${r.kind} "${r.name}" was modified concurrently; read it again and retry`);
+      }
+      throw err;
+    }
+  }
+
+  async delete(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined> {
+    const out = await this.db.send(
+      new DeleteCommand({
+        TableName: this.tableName,
+        Key: { pk: pk(orgId, kind), sk: name },
+        ReturnValues: 'ALL_OLD',
+      }),
+    );
+    return out.Attributes ? fromItem(out.Attributes) : undefined;
+  }
+
+  async queryPage(q: PageQuery): Promise<{ items: StoredResource[]; more: boolean }> {
+    const base = pk(q.orgId, q.kind);
+    const out = q.buildRef
+      ? await this.db.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            IndexName: BY_BUILD_INDEX,
+            KeyConditionExpression: 'gsi1pk = :p',
+            ExpressionAttributeValues: { ':p': byBuildPk(q.orgId, q.buildRef) },
+            Limit: q.limit,
+            ...(q.startAfter
+              ? {
+                  ExclusiveStartKey: {
+                    pk: base,
+                    sk: q.startAfter,
+                    gsi1pk: byBuildPk(q.orgId, q.buildRef),
+                    gsi1sk: q.startAfter,
+                  },
+                }
+              : {}),
+          }),
+        )
+      : await this.db.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            KeyConditionExpression: 'pk = :p',
+            ExpressionAttributeValues: { ':p': base },
+            Limit: q.limit,
+            ConsistentRead: true,
+            ...(q.startAfter ? { ExclusiveStartKey: { pk: base, sk: q.startAfter } } : {}),
+          }),
+        );
+    return { items: (out.Items ?? []).map(fromItem), more: Boolean(out.LastEvaluatedKey) };
+  }
+}
+
+/** The table definition, shared by the local stack and tests (CDK declares the same keys in infra/). */
+export const TABLE_DEFINITION: Omit<CreateTableCommandInput, 'TableName'> = {
+  AttributeDefinitions: [
+    { AttributeName: 'pk', AttributeType: 'S' },
+    { AttributeName: 'sk', AttributeType: 'S' },
+    { AttributeName: 'gsi1pk', AttributeType: 'S' },
+    { AttributeName: 'gsi1sk', AttributeType: 'S' },
+  ],
+  KeySchema: [
+    { AttributeName: 'pk', KeyType: 'HASH' },
+    { AttributeName: 'sk', KeyType: 'RANGE' },
+  ],
+  GlobalSecondaryIndexes: [
+    {
+      IndexName: BY_BUILD_INDEX,
+      KeySchema: [
+        { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+        { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'ALL' },
+    },
+  ],
+  BillingMode: 'PAY_PER_REQUEST',
+  StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
+};
