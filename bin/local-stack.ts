@@ -3,6 +3,9 @@
 // LOCAL_JWT_SECRET, LOCAL_ORG_ID.
 import { startLocalStack } from '../functions/local/stack.js';
 
+// Node 20 is supported by this SDK release; the warning is about releases after January 2027.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const stack = await startLocalStack({
   port: Number(process.env.PORT ?? 8080),
   dataDir: process.env.DATA_DIR ?? '.local',

@@ -147,7 +147,8 @@ export async function listResources<R extends AnyResource>(
       kind,
       ...(byBuild ? { buildRef: byBuild.value } : {}),
       ...(cursor ? { startAfter: cursor } : {}),
-      limit,
+      // One more than asked: tells whether anything follows, so the last page carries no token.
+      limit: limit + 1,
     });
     more = page.more;
     for (let i = 0; i < page.items.length; i++) {
