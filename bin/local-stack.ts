@@ -11,7 +11,11 @@ const stack = await startLocalStack({
   dataDir: process.env.DATA_DIR ?? '.local',
   ...(process.env.LOCAL_JWT_SECRET ? { jwtSecret: process.env.LOCAL_JWT_SECRET } : {}),
 });
-const token = await stack.token({ sub: 'local-admin', org_id: process.env.LOCAL_ORG_ID ?? 'local', roles: ['admin'] });
+const token = await stack.token({
+  sub: 'local-admin',
+  org_id: process.env.LOCAL_ORG_ID ?? 'local',
+  roles: ['admin'],
+});
 console.log(`serverless-imagebuilder local stack listening on ${stack.url} (data in ${stack.dataDir})`);
 console.log(`API: ${stack.url}/api/v1   health: ${stack.url}/healthz`);
 console.log(`admin token (12 h):\nexport IMAGEBUILDER_URL=${stack.url} IMAGEBUILDER_TOKEN=${token}`);

@@ -12,9 +12,13 @@ export const handler = apiHandler({
     const out = await listImageBuilds(req.deps, req.principal(), req.query, isTrue(req.query.withExports));
     return json(200, { ...listBody('ImageBuild', out), items: out.presented });
   },
-  'POST /api/v1/imagebuilds': async (req) => json(201, await createImageBuild(req.deps, req.principal(), req.body())),
+  'POST /api/v1/imagebuilds': async (req) =>
+    json(201, await createImageBuild(req.deps, req.principal(), req.body())),
   'GET /api/v1/imagebuilds/{name}': async (req) =>
-    json(200, await getImageBuild(req.deps, req.principal(), req.param('name'), isTrue(req.query.withExports))),
+    json(
+      200,
+      await getImageBuild(req.deps, req.principal(), req.param('name'), isTrue(req.query.withExports)),
+    ),
   'DELETE /api/v1/imagebuilds/{name}': async (req) => {
     await deleteImageBuild(req.deps, req.principal(), req.param('name'));
     return json(200, successStatus(`ImageBuild "${req.param('name')}" deleted`));

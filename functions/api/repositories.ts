@@ -1,4 +1,3 @@
-import { json, apiHandler } from '#commons/http/api-handler.js';
 import {
   createRepository,
   deleteRepository,
@@ -7,6 +6,7 @@ import {
   replaceRepository,
 } from '#commons/domain/repositories.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
+import { apiHandler, json } from '#commons/http/api-handler.js';
 
 export const handler = apiHandler({
   'GET /api/v1/repositories': async (req) =>

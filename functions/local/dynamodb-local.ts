@@ -35,7 +35,12 @@ export const LOCAL_AWS = {
 
 export async function startDynamoDbLocal(opts: { path?: string; port?: number } = {}): Promise<LocalDynamo> {
   const port = opts.port ?? (await freePort());
-  const proc = dynamoDbLocal.spawn({ port, sharedDb: true, ...(opts.path ? { path: opts.path } : {}), stdio: 'pipe' });
+  const proc = dynamoDbLocal.spawn({
+    port,
+    sharedDb: true,
+    ...(opts.path ? { path: opts.path } : {}),
+    stdio: 'pipe',
+  });
   let output = '';
   proc.stdout?.on('data', (d: Buffer) => {
     output += d.toString();

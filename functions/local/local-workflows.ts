@@ -10,7 +10,10 @@ export class RecordingWorkflows implements Workflows {
 
   private async record(action: string, ref: WorkflowRef, extra: Record<string, unknown> = {}) {
     await mkdir(dirname(this.file), { recursive: true });
-    await appendFile(this.file, `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`);
+    await appendFile(
+      this.file,
+      `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`,
+    );
   }
 
   start(ref: WorkflowRef): Promise<void> {

@@ -83,7 +83,8 @@ async function handle(req: IncomingMessage, key: Uint8Array): Promise<ApiResult>
   const match = matchRoute(method, url.pathname);
   const body = await readBody(req);
   if (!match) return failure(404, 'NotFound', `no route for ${url.pathname}`);
-  if ('methodNotAllowed' in match) return failure(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}`);
+  if ('methodNotAllowed' in match)
+    return failure(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}`);
 
   let claims: Record<string, string | number | boolean> | undefined;
   if (!match.route.public) {
@@ -129,7 +130,9 @@ async function handle(req: IncomingMessage, key: Uint8Array): Promise<ApiResult>
       stage: '$default',
       time: new Date(now).toISOString(),
       timeEpoch: now,
-      ...(claims ? { authorizer: { principalId: '', integrationLatency: 0, jwt: { claims, scopes: [] } } } : {}),
+      ...(claims
+        ? { authorizer: { principalId: '', integrationLatency: 0, jwt: { claims, scopes: [] } } }
+        : {}),
     },
   } as unknown as ApiEvent;
   return HANDLERS[match.route.fn](event, {} as Context);

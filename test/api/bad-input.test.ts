@@ -75,25 +75,73 @@ const buildCases: [string, string, unknown][] = [
   ['spec.userConfiguration.publickey', 'spec.userConfiguration', { username: 'edge' }],
   ['spec.userConfiguration.username', 'spec.userConfiguration', { username: 'Root', publickey: KEY }],
   ['spec.userConfiguration.username', 'spec.userConfiguration', { username: 'a;b', publickey: KEY }],
-  ['spec.userConfiguration.publickey', 'spec.userConfiguration', { username: 'edge', publickey: 'ssh-dss AAAA' }],
-  ['spec.userConfiguration.publickey', 'spec.userConfiguration', { username: 'edge', publickey: `${KEY}\nssh-rsa AAAA` }],
-  ['spec.userConfiguration.publickey', 'spec.userConfiguration', { username: 'edge', publickey: `${KEY} $(reboot)` }],
-  ['spec.userConfiguration.publickey', 'spec.userConfiguration', { username: 'edge', publickey: `ssh-rsa ${'A'.repeat(8200)}` }],
+  [
+    'spec.userConfiguration.publickey',
+    'spec.userConfiguration',
+    { username: 'edge', publickey: 'ssh-dss AAAA' },
+  ],
+  [
+    'spec.userConfiguration.publickey',
+    'spec.userConfiguration',
+    { username: 'edge', publickey: `${KEY}\nssh-rsa AAAA` },
+  ],
+  [
+    'spec.userConfiguration.publickey',
+    'spec.userConfiguration',
+    { username: 'edge', publickey: `${KEY} $(reboot)` },
+  ],
+  [
+    'spec.userConfiguration.publickey',
+    'spec.userConfiguration',
+    { username: 'edge', publickey: `ssh-rsa ${'A'.repeat(8200)}` },
+  ],
   ['spec.onboarding', 'spec.onboarding', 'true'],
   ['spec.architectures[0]', 'spec.architectures', ['s390x']],
   ['spec.architectures', 'spec.architectures', []],
   ['spec.architectures', 'spec.architectures', ['x86_64', 'x86_64']],
   ['spec.customizations.packages[0]', 'spec.customizations', { packages: ['vim; rm -rf /'] }],
-  ['spec.customizations.files[0].path', 'spec.customizations', { files: [{ path: 'etc/relative', content: '' }] }],
-  ['spec.customizations.files[0].path', 'spec.customizations', { files: [{ path: '/etc/../shadow', content: '' }] }],
-  ['spec.customizations.files[0].mode', 'spec.customizations', { files: [{ path: '/etc/x', content: '', mode: '999' }] }],
-  ['spec.customizations.files[0].encoding', 'spec.customizations', { files: [{ path: '/etc/x', content: '', encoding: 'hex' }] }],
-  ['spec.customizations.files[0].content', 'spec.customizations', { files: [{ path: '/etc/x', content: 'x'.repeat(262145) }] }],
-  ['spec.customizations.systemdUnits[0].name', 'spec.customizations', { systemdUnits: [{ name: '../evil.service', content: '' }] }],
+  [
+    'spec.customizations.files[0].path',
+    'spec.customizations',
+    { files: [{ path: 'etc/relative', content: '' }] },
+  ],
+  [
+    'spec.customizations.files[0].path',
+    'spec.customizations',
+    { files: [{ path: '/etc/../shadow', content: '' }] },
+  ],
+  [
+    'spec.customizations.files[0].mode',
+    'spec.customizations',
+    { files: [{ path: '/etc/x', content: '', mode: '999' }] },
+  ],
+  [
+    'spec.customizations.files[0].encoding',
+    'spec.customizations',
+    { files: [{ path: '/etc/x', content: '', encoding: 'hex' }] },
+  ],
+  [
+    'spec.customizations.files[0].content',
+    'spec.customizations',
+    { files: [{ path: '/etc/x', content: 'x'.repeat(262145) }] },
+  ],
+  [
+    'spec.customizations.systemdUnits[0].name',
+    'spec.customizations',
+    { systemdUnits: [{ name: '../evil.service', content: '' }] },
+  ],
   ['spec.customizations.users[0].name', 'spec.customizations', { users: [{ name: '$(id)' }] }],
-  ['spec.customizations.users[0].passwordHash', 'spec.customizations', { users: [{ name: 'u', passwordHash: 'plaintext' }] }],
+  [
+    'spec.customizations.users[0].passwordHash',
+    'spec.customizations',
+    { users: [{ name: 'u', passwordHash: 'plaintext' }] },
+  ],
   ['spec.customizations.agentConfig.logLevel', 'spec.customizations', { agentConfig: { logLevel: 'loud' } }],
-  ['spec.customizations.scripts', 'spec.customizations', { scripts: Array.from({ length: 21 }, (_, i) => ({ name: `s${i}`, content: '' })) }],
+  [
+    'spec.customizations.scripts',
+    'spec.customizations',
+    { scripts: Array.from({ length: 21 }, (_, i) => ({ name: `s${i}`, content: '' })) },
+  ],
   ['spec.customizations.nope', 'spec.customizations', { nope: 1 }],
   ['spec.unknown', 'spec.unknown', 1],
   ['apiVersion', 'apiVersion', 'flightctl.io/v1beta1'],
@@ -111,21 +159,38 @@ const exportCases: [string, string, unknown][] = [
 async function expect400(path: string, body: unknown, field: string, getPath: string) {
   const res = await admin.req('POST', path, body);
   expect([field, res.status]).toEqual([field, 400]);
-  expect(res.body).toMatchObject({ apiVersion: 'v1', kind: 'Status', status: 'Failure', code: 400, reason: 'BadRequest' });
+  expect(res.body).toMatchObject({
+    apiVersion: 'v1',
+    kind: 'Status',
+    status: 'Failure',
+    code: 400,
+    reason: 'BadRequest',
+  });
   expect(res.body.message.startsWith(`${field}:`) || res.body.message.startsWith(`${field}[`)).toBe(true);
   const name = (body as Json).metadata?.name;
-  if (typeof name === 'string' && /^[a-z0-9-]{1,60}$/.test(name)) expect((await admin.req('GET', `${getPath}/${name}`)).status).toBe(404);
+  if (typeof name === 'string' && /^[a-z0-9-]{1,60}$/.test(name))
+    expect((await admin.req('GET', `${getPath}/${name}`)).status).toBe(404);
 }
 
 describe('400 naming the field, nothing written', () => {
   it.each(repoCases)('Repository %s', (field, path, value) =>
-    expect400('/api/v1/repositories', set(repository('bad-repo'), path, value), field, '/api/v1/repositories'),
+    expect400(
+      '/api/v1/repositories',
+      set(repository('bad-repo'), path, value),
+      field,
+      '/api/v1/repositories',
+    ),
   );
   it.each(buildCases)('ImageBuild %s', (field, path, value) =>
     expect400('/api/v1/imagebuilds', set(imageBuild('bad-build'), path, value), field, '/api/v1/imagebuilds'),
   );
   it.each(exportCases)('ImageExport %s', (field, path, value) =>
-    expect400('/api/v1/imageexports', set(imageExport('bad-export', 'existing'), path, value), field, '/api/v1/imageexports'),
+    expect400(
+      '/api/v1/imageexports',
+      set(imageExport('bad-export', 'existing'), path, value),
+      field,
+      '/api/v1/imageexports',
+    ),
   );
 });
 
@@ -144,7 +209,9 @@ describe('malformed requests → 4xx Status, never 5xx', () => {
   });
 
   it('a body over 1 MiB → 413', async () => {
-    const big = imageBuild('big', { customizations: { files: [{ path: '/a', content: 'x'.repeat(1024 * 1024) }] } });
+    const big = imageBuild('big', {
+      customizations: { files: [{ path: '/a', content: 'x'.repeat(1024 * 1024) }] },
+    });
     const res = await admin.req('POST', '/api/v1/imagebuilds', big);
     expect(res.status).toBe(413);
     expect(res.body.reason).toBe('RequestEntityTooLarge');
@@ -152,14 +219,18 @@ describe('malformed requests → 4xx Status, never 5xx', () => {
   });
 
   it('a non-JSON content type → 415; unknown route → 404; wrong method → 405', async () => {
-    const res = await admin.req('POST', '/api/v1/repositories', JSON.stringify(repository('ct')), { 'content-type': 'text/plain' });
+    const res = await admin.req('POST', '/api/v1/repositories', JSON.stringify(repository('ct')), {
+      'content-type': 'text/plain',
+    });
     expect(res.status).toBe(415);
     expect((await admin.req('GET', '/api/v1/nothing')).status).toBe(404);
     expect((await admin.req('PATCH', '/api/v1/repositories/x', {})).status).toBe(405);
   });
 
   it('wrong types in query parameters → 400', async () => {
-    expect((await admin.req('GET', '/api/v1/imagebuilds?fieldSelector=status.conditions.ready.reason')).status).toBe(400);
+    expect(
+      (await admin.req('GET', '/api/v1/imagebuilds?fieldSelector=status.conditions.ready.reason')).status,
+    ).toBe(400);
     expect((await admin.req('GET', '/api/v1/imagebuilds?continue=%%%')).status).toBe(400);
   });
 });

@@ -1,8 +1,8 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  call,
   type Client,
+  call,
   imageBuild,
   imageExport,
   repository,
@@ -23,7 +23,14 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-const READS = ['/api/v1/repositories', '/api/v1/repositories/src', '/api/v1/imagebuilds', '/api/v1/imagebuilds/b', '/api/v1/imageexports', '/api/v1/imageexports/e'];
+const READS = [
+  '/api/v1/repositories',
+  '/api/v1/repositories/src',
+  '/api/v1/imagebuilds',
+  '/api/v1/imagebuilds/b',
+  '/api/v1/imageexports',
+  '/api/v1/imageexports/e',
+];
 
 /** Writes that would succeed for an operator; each uses a fresh name so it can run for every role. */
 const writes = (n: string): [string, string, unknown][] => [
@@ -68,18 +75,21 @@ describe('authentication', () => {
 });
 
 describe('role matrix', () => {
-  it.each(['viewer', 'installer'])('%s reads everything and writes nothing (403, nothing written)', async (role) => {
-    const c = await stack.as('org-a', [role]);
-    for (const path of READS) expect([path, (await c.req('GET', path)).status]).toEqual([path, 200]);
-    for (const [method, path, body] of writes(role)) {
-      const res = await c.req(method, path, body);
-      expect([method, path, res.status]).toEqual([method, path, 403]);
-      expect(res.body).toMatchObject({ kind: 'Status', reason: 'Forbidden' });
-    }
-    expect((await admin.req('GET', `/api/v1/repositories/r-${role}`)).status).toBe(404);
-    expect((await admin.req('GET', `/api/v1/imagebuilds/b-${role}`)).status).toBe(404);
-    expect((await admin.req('GET', '/api/v1/repositories/src')).body.metadata.generation).toBe(1);
-  });
+  it.each(['viewer', 'installer'])(
+    '%s reads everything and writes nothing (403, nothing written)',
+    async (role) => {
+      const c = await stack.as('org-a', [role]);
+      for (const path of READS) expect([path, (await c.req('GET', path)).status]).toEqual([path, 200]);
+      for (const [method, path, body] of writes(role)) {
+        const res = await c.req(method, path, body);
+        expect([method, path, res.status]).toEqual([method, path, 403]);
+        expect(res.body).toMatchObject({ kind: 'Status', reason: 'Forbidden' });
+      }
+      expect((await admin.req('GET', `/api/v1/repositories/r-${role}`)).status).toBe(404);
+      expect((await admin.req('GET', `/api/v1/imagebuilds/b-${role}`)).status).toBe(404);
+      expect((await admin.req('GET', '/api/v1/repositories/src')).body.metadata.generation).toBe(1);
+    },
+  );
 
   it.each(['operator', 'admin'])('%s reads and writes', async (role) => {
     const c = await stack.as('org-a', [role]);
@@ -101,8 +111,10 @@ describe('role matrix', () => {
 describe('tenancy', () => {
   it('org B cannot see, list, delete or reference org A’s resources', async () => {
     const b = await stack.as('org-b');
-    for (const path of READS.filter((p) => p.split('/').length > 4)) expect((await b.req('GET', path)).status).toBe(404);
-    for (const path of READS.filter((p) => p.split('/').length === 4)) expect((await b.req('GET', path)).body.items).toEqual([]);
+    for (const path of READS.filter((p) => p.split('/').length > 4))
+      expect((await b.req('GET', path)).status).toBe(404);
+    for (const path of READS.filter((p) => p.split('/').length === 4))
+      expect((await b.req('GET', path)).body.items).toEqual([]);
     for (const path of ['/api/v1/imageexports/e', '/api/v1/imagebuilds/b', '/api/v1/repositories/src']) {
       expect((await b.req('DELETE', path)).status).toBe(200);
       expect((await admin.req('GET', path)).status).toBe(200);

@@ -40,7 +40,10 @@ describe('ImageBuild', () => {
         binding: { type: 'early' },
         onboarding: true,
         architectures: ['x86_64', 'aarch64'],
-        userConfiguration: { username: 'edge', publickey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB edge@host' },
+        userConfiguration: {
+          username: 'edge',
+          publickey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB edge@host',
+        },
         customizations: {
           packages: ['vim-enhanced'],
           files: [{ path: '/etc/motd', content: 'hello', mode: '0644' }],
@@ -58,9 +61,9 @@ describe('ImageBuild', () => {
     stack.workflows.failNextStart = true;
     const res = await admin.req('POST', '/api/v1/imagebuilds', imageBuild('b-fail-start'));
     expect(res.status).toBe(201);
-    expect((await admin.req('GET', '/api/v1/imagebuilds/b-fail-start')).body.status.conditions[0].reason).toBe(
-      'Pending',
-    );
+    expect(
+      (await admin.req('GET', '/api/v1/imagebuilds/b-fail-start')).body.status.conditions[0].reason,
+    ).toBe('Pending');
   });
 
   it('rejects repositories that are missing, read-only as destination, with 400 naming the field', async () => {
@@ -98,9 +101,15 @@ describe('ImageBuild', () => {
     for (const n of ['e1', 'e2']) await admin.req('POST', '/api/v1/imageexports', imageExport(n, 'parent'));
     await admin.req('POST', '/api/v1/imageexports', imageExport('e3', 'other'));
     const got = await admin.req('GET', '/api/v1/imagebuilds/parent?withExports=true');
-    expect(got.body.imageexports.map((e: { metadata: { name: string } }) => e.metadata.name)).toEqual(['e1', 'e2']);
+    expect(got.body.imageexports.map((e: { metadata: { name: string } }) => e.metadata.name)).toEqual([
+      'e1',
+      'e2',
+    ]);
     expect((await admin.req('GET', '/api/v1/imagebuilds/parent')).body.imageexports).toBeUndefined();
-    const listed = await admin.req('GET', '/api/v1/imagebuilds?withExports=true&fieldSelector=metadata.name=parent');
+    const listed = await admin.req(
+      'GET',
+      '/api/v1/imagebuilds?withExports=true&fieldSelector=metadata.name=parent',
+    );
     expect(listed.body.items[0].imageexports).toHaveLength(2);
 
     const del = await admin.req('DELETE', '/api/v1/imagebuilds/parent');
@@ -110,7 +119,9 @@ describe('ImageBuild', () => {
     expect((await admin.req('GET', '/api/v1/imageexports/e2')).status).toBe(404);
     expect((await admin.req('GET', '/api/v1/imageexports/e3')).status).toBe(200);
     const stopped = stack.workflows.stops.map((s) => `${s.ref.kind}/${s.ref.name}`);
-    expect(stopped).toEqual(expect.arrayContaining(['ImageExport/e1', 'ImageExport/e2', 'ImageBuild/parent']));
+    expect(stopped).toEqual(
+      expect.arrayContaining(['ImageExport/e1', 'ImageExport/e2', 'ImageBuild/parent']),
+    );
     expect((await admin.req('DELETE', '/api/v1/imagebuilds/parent')).status).toBe(200);
   });
 });
@@ -121,7 +132,11 @@ describe('ImageExport', () => {
     expect(missing.status).toBe(400);
     expect(missing.body.message).toMatch(/^spec\.source\.imageBuildRef: /);
     await admin.req('POST', '/api/v1/imagebuilds', imageBuild('arm-only', { architectures: ['aarch64'] }));
-    const arch = await admin.req('POST', '/api/v1/imageexports', imageExport('x2', 'arm-only', { architecture: 'x86_64' }));
+    const arch = await admin.req(
+      'POST',
+      '/api/v1/imageexports',
+      imageExport('x2', 'arm-only', { architecture: 'x86_64' }),
+    );
     expect(arch.status).toBe(400);
     expect(arch.body.message).toMatch(/^spec\.architecture: /);
   });
@@ -129,7 +144,11 @@ describe('ImageExport', () => {
   it('creates Pending with owner, says it waits for the build, hands off once; 409 on repeat', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', imageBuild('src-build'));
     const before = stack.workflows.starts.length;
-    const res = await admin.req('POST', '/api/v1/imageexports', imageExport('disk', 'src-build', { format: 'vmdk' }));
+    const res = await admin.req(
+      'POST',
+      '/api/v1/imageexports',
+      imageExport('disk', 'src-build', { format: 'vmdk' }),
+    );
     expect(res.status).toBe(201);
     expect(res.body.metadata.owner).toBe('ImageBuild/src-build');
     expect(res.body.status.conditions[0]).toMatchObject({ reason: 'Pending', status: 'False' });
@@ -137,7 +156,9 @@ describe('ImageExport', () => {
     expect(stack.workflows.starts.slice(before)).toEqual([
       expect.objectContaining({ kind: 'ImageExport', name: 'disk', uid: res.body.metadata.uid }),
     ]);
-    expect((await admin.req('POST', '/api/v1/imageexports', imageExport('disk', 'src-build'))).status).toBe(409);
+    expect((await admin.req('POST', '/api/v1/imageexports', imageExport('disk', 'src-build'))).status).toBe(
+      409,
+    );
     const list = await admin.req('GET', '/api/v1/imageexports?fieldSelector=spec.format=vmdk');
     expect(list.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(['disk']);
     expect((await admin.req('DELETE', '/api/v1/imageexports/disk')).status).toBe(200);

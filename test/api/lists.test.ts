@@ -35,7 +35,10 @@ beforeAll(async () => {
   stack = await startTestStack();
   orgA = await stack.as('org-a');
   orgB = await stack.as('org-b');
-  await bulkLoad('org-a', TOTAL, (i) => ({ tier: i % 3 === 0 ? 'gold' : 'silver', ...(i % 10 === 0 ? { edge: '' } : {}) }));
+  await bulkLoad('org-a', TOTAL, (i) => ({
+    tier: i % 3 === 0 ? 'gold' : 'silver',
+    ...(i % 10 === 0 ? { edge: '' } : {}),
+  }));
 }, 180_000);
 afterAll(() => stack.close());
 
@@ -76,7 +79,8 @@ describe('lists', () => {
   });
 
   it('label selectors: =, !=, in, notin, exists, !exists, and', async () => {
-    const count = async (sel: string) => (await pageAll(orgA, `limit=1000&labelSelector=${encodeURIComponent(sel)}`)).seen;
+    const count = async (sel: string) =>
+      (await pageAll(orgA, `limit=1000&labelSelector=${encodeURIComponent(sel)}`)).seen;
     const gold = names.filter((_, i) => i % 3 === 0);
     expect(await count('tier=gold')).toEqual(gold);
     expect(await count('tier==gold')).toEqual(gold);
@@ -87,13 +91,19 @@ describe('lists', () => {
     expect(await count('!edge')).toEqual(names.filter((_, i) => i % 10 !== 0));
     expect(await count('tier=gold,edge')).toEqual(names.filter((_, i) => i % 30 === 0));
     expect(await count('tier=platinum')).toEqual([]);
-    const bad = await orgA.req('GET', `/api/v1/repositories?labelSelector=${encodeURIComponent('tier in gold')}`);
+    const bad = await orgA.req(
+      'GET',
+      `/api/v1/repositories?labelSelector=${encodeURIComponent('tier in gold')}`,
+    );
     expect(bad.status).toBe(400);
     expect(bad.body.message).toMatch(/^labelSelector: /);
   });
 
   it('a selective query returns short pages with a token instead of reading the whole org', async () => {
-    const res = await orgA.req('GET', `/api/v1/repositories?limit=5&fieldSelector=metadata.name=${names[TOTAL - 1]}`);
+    const res = await orgA.req(
+      'GET',
+      `/api/v1/repositories?limit=5&fieldSelector=metadata.name=${names[TOTAL - 1]}`,
+    );
     expect(res.status).toBe(200);
     expect(res.body.items).toHaveLength(0);
     expect(res.body.metadata.continue).toBeTruthy();
@@ -103,7 +113,9 @@ describe('lists', () => {
 
   it('field selectors: known keys only', async () => {
     const res = await orgA.req('GET', '/api/v1/repositories?fieldSelector=metadata.name=repo-00007');
-    expect(res.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(['repo-00007']);
+    expect(res.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual([
+      'repo-00007',
+    ]);
     const bad = await orgA.req('GET', '/api/v1/repositories?fieldSelector=spec.registry=quay.io');
     expect(bad.status).toBe(400);
     expect(bad.body.message).toMatch(/^fieldSelector: unknown field "spec.registry"/);
@@ -122,13 +134,22 @@ describe('lists', () => {
       expect(res.body.message).toMatch(/^continue: /);
     }
     // Org B cannot page into org A's list with A's token…
-    const cross = await orgB.req('GET', `/api/v1/repositories?limit=10&continue=${encodeURIComponent(token)}`);
+    const cross = await orgB.req(
+      'GET',
+      `/api/v1/repositories?limit=10&continue=${encodeURIComponent(token)}`,
+    );
     expect(cross.status).toBe(400);
     // …nor use it for another kind or another selector.
-    expect((await orgA.req('GET', `/api/v1/imagebuilds?limit=10&continue=${encodeURIComponent(token)}`)).status).toBe(400);
     expect(
-      (await orgA.req('GET', `/api/v1/repositories?limit=10&labelSelector=tier=gold&continue=${encodeURIComponent(token)}`))
-        .status,
+      (await orgA.req('GET', `/api/v1/imagebuilds?limit=10&continue=${encodeURIComponent(token)}`)).status,
+    ).toBe(400);
+    expect(
+      (
+        await orgA.req(
+          'GET',
+          `/api/v1/repositories?limit=10&labelSelector=tier=gold&continue=${encodeURIComponent(token)}`,
+        )
+      ).status,
     ).toBe(400);
     const ok = await orgA.req('GET', `/api/v1/repositories?limit=10&continue=${encodeURIComponent(token)}`);
     expect(ok.body.items[0].metadata.name).toBe('repo-00010');

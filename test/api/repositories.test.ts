@@ -62,7 +62,12 @@ describe('Repository', () => {
     expect((await admin.req('POST', '/api/v1/repositories', repository('dup'))).status).toBe(201);
     const again = await admin.req('POST', '/api/v1/repositories', repository('dup'));
     expect(again.status).toBe(409);
-    expect(again.body).toMatchObject({ kind: 'Status', status: 'Failure', code: 409, reason: 'AlreadyExists' });
+    expect(again.body).toMatchObject({
+      kind: 'Status',
+      status: 'Failure',
+      code: 409,
+      reason: 'AlreadyExists',
+    });
     expect((await admin.req('GET', '/api/v1/repositories/nope')).status).toBe(404);
     expect((await admin.req('DELETE', '/api/v1/repositories/nope')).status).toBe(200);
   });
@@ -74,8 +79,16 @@ describe('Repository', () => {
       metadata: { name: 'rep', labels: { env: 'prod' } },
     });
     expect(labelsOnly.status).toBe(200);
-    expect(labelsOnly.body.metadata).toMatchObject({ generation: 1, resourceVersion: '2', labels: { env: 'prod' } });
-    const spec = await admin.req('PUT', '/api/v1/repositories/rep', repository('rep', { registry: 'b.example.com' }));
+    expect(labelsOnly.body.metadata).toMatchObject({
+      generation: 1,
+      resourceVersion: '2',
+      labels: { env: 'prod' },
+    });
+    const spec = await admin.req(
+      'PUT',
+      '/api/v1/repositories/rep',
+      repository('rep', { registry: 'b.example.com' }),
+    );
     expect(spec.body.metadata).toMatchObject({ generation: 2, resourceVersion: '3' });
     expect(spec.body.metadata.uid).toBe(labelsOnly.body.metadata.uid);
     const stale = await admin.req('PUT', '/api/v1/repositories/rep', {
@@ -97,21 +110,31 @@ describe('Repository', () => {
     const got = await admin.req('GET', '/api/v1/repositories/keep');
     expect((await admin.req('PUT', '/api/v1/repositories/keep', got.body)).status).toBe(200);
     expect(await allFiles(join(stack.dataDir, 'secrets'))).toEqual(secretsBefore);
-    await admin.req('PUT', '/api/v1/repositories/keep', repository('keep', { ociAuth: { ...auth, password: 'second' } }));
+    await admin.req(
+      'PUT',
+      '/api/v1/repositories/keep',
+      repository('keep', { ociAuth: { ...auth, password: 'second' } }),
+    );
     const after = await allFiles(join(stack.dataDir, 'secrets'));
     const contents = await Promise.all(after.map((f) => readFile(f, 'utf8')));
     expect(contents).toContain('second');
     expect(contents).not.toContain('first-password');
     await admin.req('DELETE', '/api/v1/repositories/keep');
-    const left = await Promise.all((await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')));
+    const left = await Promise.all(
+      (await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')),
+    );
     expect(left).not.toContain('second');
   });
 
   it('a lost create race leaves no orphaned secret', async () => {
     const body = repository('race', { ociAuth: { authType: 'docker', username: 'u', password: 'race-pw' } });
-    const results = await Promise.all(Array.from({ length: 10 }, () => admin.req('POST', '/api/v1/repositories', body)));
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => admin.req('POST', '/api/v1/repositories', body)),
+    );
     expect(results.filter((r) => r.status === 201)).toHaveLength(1);
-    const contents = await Promise.all((await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')));
+    const contents = await Promise.all(
+      (await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')),
+    );
     expect(contents.filter((c) => c === 'race-pw')).toHaveLength(1);
   });
 });

@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { authorize, parseRoles, principalFromClaims } from '../../functions/commons/domain/auth.js';
 import { ForbiddenError, UnauthorizedError } from '../../functions/commons/domain/errors.js';
 import { decodeContinue, encodeContinue, parseLimit } from '../../functions/commons/domain/resources.js';
-import { matchesLabels, parseFieldSelector, parseLabelSelector } from '../../functions/commons/domain/selectors.js';
+import {
+  matchesLabels,
+  parseFieldSelector,
+  parseLabelSelector,
+} from '../../functions/commons/domain/selectors.js';
 
 describe('roles', () => {
   it('reads the shapes the gateway and identity providers use', () => {
@@ -54,9 +58,12 @@ describe('selectors', () => {
   });
 
   it('rejects malformed selectors and unknown field keys', () => {
-    for (const bad of ['a b', 'a=b c', 'k in (a', '=v', ',']) expect(() => parseLabelSelector(bad)).toThrow(/labelSelector/);
+    for (const bad of ['a b', 'a=b c', 'k in (a', '=v', ','])
+      expect(() => parseLabelSelector(bad)).toThrow(/labelSelector/);
     expect(() => parseFieldSelector('ImageBuild', 'spec.format=qcow2')).toThrow(/unknown field/);
-    expect(parseFieldSelector('ImageExport', 'spec.format!=iso')).toEqual([{ field: 'spec.format', op: 'neq', value: 'iso' }]);
+    expect(parseFieldSelector('ImageExport', 'spec.format!=iso')).toEqual([
+      { field: 'spec.format', op: 'neq', value: 'iso' },
+    ]);
   });
 
   it('limits', () => {

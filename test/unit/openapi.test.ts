@@ -8,21 +8,47 @@ import * as generated from '../../functions/commons/generated/validators.js';
 import { createAjv, VALIDATED } from '../../infra/tools/gen-validators.js';
 
 const reference = parse(
-  readFileSync(join(__dirname, '../../../shared/reference/flightctl-imagebuilder-v1alpha1.openapi.yaml'), 'utf8'),
+  readFileSync(
+    join(__dirname, '../../../shared/reference/flightctl-imagebuilder-v1alpha1.openapi.yaml'),
+    'utf8',
+  ),
 );
 const ours = parse(readFileSync(join(__dirname, '../../openapi.yaml'), 'utf8'));
 
 const corpus: Record<string, unknown[]> = {
   Repository: [
-    { apiVersion: 'flightctl.io/v1beta1', kind: 'Repository', metadata: { name: 'r' }, spec: { type: 'oci', registry: 'quay.io' } },
-    { apiVersion: 'v1beta1', kind: 'Repository', metadata: { name: 'r' }, spec: { type: 'oci', registry: '127.0.0.1:5000', scheme: 'http' } },
-    { apiVersion: 'flightctl.io/v1beta1', kind: 'Repository', metadata: { name: 'r' }, spec: { type: 'git', registry: 'x' } },
-    { apiVersion: 'flightctl.io/v1beta1', kind: 'Repository', metadata: { name: 'r' }, spec: { type: 'oci' } },
+    {
+      apiVersion: 'flightctl.io/v1beta1',
+      kind: 'Repository',
+      metadata: { name: 'r' },
+      spec: { type: 'oci', registry: 'quay.io' },
+    },
+    {
+      apiVersion: 'v1beta1',
+      kind: 'Repository',
+      metadata: { name: 'r' },
+      spec: { type: 'oci', registry: '127.0.0.1:5000', scheme: 'http' },
+    },
+    {
+      apiVersion: 'flightctl.io/v1beta1',
+      kind: 'Repository',
+      metadata: { name: 'r' },
+      spec: { type: 'git', registry: 'x' },
+    },
+    {
+      apiVersion: 'flightctl.io/v1beta1',
+      kind: 'Repository',
+      metadata: { name: 'r' },
+      spec: { type: 'oci' },
+    },
     { kind: 'Repository', metadata: { name: 'r' }, spec: { type: 'oci', registry: 'quay.io' } },
   ],
   ImageBuild: [
     reference.components.schemas.ImageBuild.example,
-    { ...reference.components.schemas.ImageBuild.example, spec: { ...reference.components.schemas.ImageBuild.example.spec, onboarding: true } },
+    {
+      ...reference.components.schemas.ImageBuild.example,
+      spec: { ...reference.components.schemas.ImageBuild.example.spec, onboarding: true },
+    },
     { ...reference.components.schemas.ImageBuild.example, spec: {} },
     { ...reference.components.schemas.ImageBuild.example, extra: 1 },
   ],
@@ -68,7 +94,9 @@ describe('wire compatibility with Flight Control v1alpha1', () => {
     expect(keys(ours.components.schemas.ImageBuildSpec)).toEqual(
       expect.arrayContaining(keys(reference.components.schemas.ImageBuildSpec)),
     );
-    expect(keys(ours.components.schemas.ImageBuildImageRef)).toEqual(keys(reference.components.schemas.ImageBuildSource));
+    expect(keys(ours.components.schemas.ImageBuildImageRef)).toEqual(
+      keys(reference.components.schemas.ImageBuildSource),
+    );
     expect(reference.components.schemas.ImageBuildSource.properties.imageTag.pattern).toBe(
       ours.components.schemas.ImageTag.pattern,
     );

@@ -98,7 +98,11 @@ export class DynamoDbResourceStore implements ResourceStore {
 
   async get(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined> {
     const out = await this.db.send(
-      new GetCommand({ TableName: this.tableName, Key: { pk: pk(orgId, kind), sk: name }, ConsistentRead: true }),
+      new GetCommand({
+        TableName: this.tableName,
+        Key: { pk: pk(orgId, kind), sk: name },
+        ConsistentRead: true,
+      }),
     );
     return out.Item ? fromItem(out.Item) : undefined;
   }

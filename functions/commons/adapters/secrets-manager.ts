@@ -7,7 +7,7 @@ import {
   DeleteSecretCommand,
   GetSecretValueCommand,
   ResourceNotFoundException,
-  SecretsManagerClient,
+  type SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import type { SecretStore } from '../ports.js';
 

@@ -1,7 +1,8 @@
 // ImageBuild: validated, stored Pending, then handed to the build workflow.
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
-import { type Principal, authorize } from './auth.js';
+import { authorize, type Principal } from './auth.js';
 import { InvalidError } from './errors.js';
+import { requireRepository } from './repositories.js';
 import {
   getOrThrow,
   type ListParams,
@@ -11,7 +12,6 @@ import {
   readyCondition,
   readyReason,
 } from './resources.js';
-import { requireRepository } from './repositories.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
 import { validateImageBuildBody } from './validation.js';
 
@@ -28,7 +28,13 @@ export const workflowRef = (item: StoredResource): WorkflowRef => ({
 /** Validation shared by create and the Containerfile preview: schema, then the repositories it names. */
 export async function validateImageBuild(deps: Deps, orgId: string, body: unknown) {
   const input = validateImageBuildBody(body);
-  const source = await requireRepository(deps, orgId, input.spec.source.repository, 'spec.source.repository', false);
+  const source = await requireRepository(
+    deps,
+    orgId,
+    input.spec.source.repository,
+    'spec.source.repository',
+    false,
+  );
   const destination = await requireRepository(
     deps,
     orgId,

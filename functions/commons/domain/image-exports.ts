@@ -1,6 +1,6 @@
 // ImageExport: a disk image made from a build; waits for the build when it is not Completed yet.
 import type { Deps, StoredResource } from '../ports.js';
-import { type Principal, authorize } from './auth.js';
+import { authorize, type Principal } from './auth.js';
 import { InvalidError } from './errors.js';
 import { isActive, startWorkflow, workflowRef } from './image-builds.js';
 import {
@@ -21,7 +21,9 @@ export async function createImageExport(deps: Deps, p: Principal, body: unknown)
   authorize(p, 'write');
   const input = validateImageExportBody(body);
   const buildName = input.spec.source.imageBuildRef;
-  const build = (await deps.store.get(p.orgId, 'ImageBuild', buildName)) as StoredResource<ImageBuild> | undefined;
+  const build = (await deps.store.get(p.orgId, 'ImageBuild', buildName)) as
+    | StoredResource<ImageBuild>
+    | undefined;
   if (!build) throw new InvalidError('spec.source.imageBuildRef', `ImageBuild "${buildName}" does not exist`);
   const archs = build.doc.spec.architectures ?? ['x86_64'];
   if (input.spec.architecture && !archs.includes(input.spec.architecture)) {

@@ -1,7 +1,7 @@
 // Repository: an OCI registry that builds read from or push to. Its password lives in the secret store;
 // the table keeps a reference to it and responses never show it.
 import type { Deps, StoredResource } from '../ports.js';
-import { type Principal, authorize } from './auth.js';
+import { authorize, type Principal } from './auth.js';
 import { ConflictError, InvalidError } from './errors.js';
 import { getOrThrow, type ListParams, listResources, newMetadata, present } from './resources.js';
 import type { Repository } from './types.js';
@@ -73,7 +73,9 @@ export async function replaceRepository(deps: Deps, p: Principal, name: string, 
   const { doc, password } = withoutPassword(input);
   // Sending back a GET result (ociAuth without password, same username) keeps the stored password.
   const keepSecret =
-    !password && doc.spec.ociAuth !== undefined && doc.spec.ociAuth.username === old.doc.spec.ociAuth?.username;
+    !password &&
+    doc.spec.ociAuth !== undefined &&
+    doc.spec.ociAuth.username === old.doc.spec.ociAuth?.username;
   const secretRef = password
     ? await deps.secrets.putRepositoryPassword(p.orgId, name, password)
     : keepSecret

@@ -3,7 +3,7 @@ import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto
 import type { Deps, StoredResource } from '../ports.js';
 import { InvalidError, NotFoundError } from './errors.js';
 import { matchesSelector, parseSelectors } from './selectors.js';
-import { API_VERSION, type AnyResource, type Condition, type Kind, type ObjectMeta } from './types.js';
+import { type AnyResource, API_VERSION, type Condition, type Kind, type ObjectMeta } from './types.js';
 
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1000;
@@ -97,8 +97,16 @@ export function decodeContinue(key: Uint8Array, token: string, expect: Omit<Toke
   } catch {
     throw invalid;
   }
-  if (payload.o !== expect.o || payload.k !== expect.k || payload.s !== expect.s || typeof payload.a !== 'string') {
-    throw new InvalidError('continue', 'token belongs to another list (organization, kind or selector differ)');
+  if (
+    payload.o !== expect.o ||
+    payload.k !== expect.k ||
+    payload.s !== expect.s ||
+    typeof payload.a !== 'string'
+  ) {
+    throw new InvalidError(
+      'continue',
+      'token belongs to another list (organization, kind or selector differ)',
+    );
   }
   return payload.a;
 }

@@ -79,8 +79,8 @@ export function matchesLabels(labels: Record<string, string> | undefined, reqs: 
         return !has || !r.values.includes(v as string);
       case 'exists':
         return has;
-      case 'notexists':
-        return !has;
+      default:
+        return !has; // notexists
     }
   });
 }
@@ -107,7 +107,8 @@ const FIELDS: Record<Kind, Record<string, FieldGetter>> = {
     'metadata.name': (r) => r.metadata.name,
     'metadata.owner': (r) => r.metadata.owner,
     'status.conditions.ready.reason': readyReason,
-    'spec.source.imageBuildRef': (r) => (r.spec as { source: { imageBuildRef: string } }).source.imageBuildRef,
+    'spec.source.imageBuildRef': (r) =>
+      (r.spec as { source: { imageBuildRef: string } }).source.imageBuildRef,
     'spec.format': (r) => (r.spec as { format: string }).format,
   },
 };

@@ -37,7 +37,10 @@ function describe(e: ValidationError): InvalidError {
     case 'additionalProperties':
       return new InvalidError(fieldPath(e.instancePath, String(p.additionalProperty)), 'unknown field');
     case 'required':
-      return new InvalidError(fieldPath(e.instancePath, String(p.missingProperty)), 'required field is missing');
+      return new InvalidError(
+        fieldPath(e.instancePath, String(p.missingProperty)),
+        'required field is missing',
+      );
     case 'enum':
       return new InvalidError(
         fieldPath(e.instancePath),
