@@ -1,9 +1,7 @@
 // Wires the ports to their AWS adapters from the Lambda environment, once per cold start. The local
 // stack and tests call setDeps() with their own adapters first; the handlers stay the same.
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { SFNClient } from '@aws-sdk/client-sfn';
-import { createDocumentClient, DynamoDbResourceStore } from './adapters/dynamodb-store.js';
+import { AwsJsonClient } from './adapters/aws-json.js';
+import { DynamoDbResourceStore } from './adapters/dynamodb-store.js';
 import { SecretsManagerSecretStore } from './adapters/secrets-manager.js';
 import { StepFunctionsWorkflows } from './adapters/sfn-workflows.js';
 import type { Deps, Logger } from './ports.js';
@@ -21,13 +19,13 @@ function required(name: string): string {
 
 function awsDeps(): Deps {
   return {
-    store: new DynamoDbResourceStore(createDocumentClient(new DynamoDBClient({})), required('TABLE_NAME')),
+    store: new DynamoDbResourceStore(new AwsJsonClient({ service: 'dynamodb' }), required('TABLE_NAME')),
     secrets: new SecretsManagerSecretStore(
-      new SecretsManagerClient({}),
+      new AwsJsonClient({ service: 'secretsmanager' }),
       required('SECRETS_PREFIX'),
       required('TOKEN_KEY_SECRET_ARN'),
     ),
-    workflows: new StepFunctionsWorkflows(new SFNClient({}), {
+    workflows: new StepFunctionsWorkflows(new AwsJsonClient({ service: 'states' }), {
       ImageBuild: process.env.IMAGE_BUILD_STATE_MACHINE_ARN,
       ImageExport: process.env.IMAGE_EXPORT_STATE_MACHINE_ARN,
     }),

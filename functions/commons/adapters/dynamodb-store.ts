@@ -2,22 +2,11 @@
 //   pk = "<org>#<kind>", sk = "<name>"                   → get by name; list one org's kind in name order
 //   gsi1pk = "<org>#ImageExport#<build>", gsi1sk = name   → exports of a build (index byBuild)
 // Every request path is a GetItem, a conditional write or a Query of one partition: never a Scan.
-import {
-  ConditionalCheckFailedException,
-  type CreateTableCommandInput,
-  DynamoDBClient,
-} from '@aws-sdk/client-dynamodb';
-import {
-  DeleteCommand,
-  DynamoDBDocumentClient,
-  GetCommand,
-  PutCommand,
-  QueryCommand,
-} from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../domain/errors.js';
 import { readyReason } from '../domain/resources.js';
 import type { Kind } from '../domain/types.js';
 import type { PageQuery, ResourceStore, StoredResource } from '../ports.js';
+import { type AwsJsonClient, isAwsError } from './aws-json.js';
 
 export const BY_BUILD_INDEX = 'byBuild';
 
@@ -38,6 +27,25 @@ interface Item {
 
 const pk = (orgId: string, kind: Kind) => `${orgId}#${kind}`;
 const byBuildPk = (orgId: string, build: string) => `${orgId}#ImageExport#${build}`;
+
+type AttributeValue = { S: string } | { N: string };
+type Marshalled = Record<string, AttributeValue>;
+
+/** Items hold only strings and numbers, so marshalling is this small. */
+function marshall(o: object): Marshalled {
+  const out: Marshalled = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v === 'string') out[k] = { S: v };
+    else if (typeof v === 'number') out[k] = { N: String(v) };
+  }
+  return out;
+}
+
+function unmarshall(m: Marshalled): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(m)) out[k] = 'S' in v ? v.S : Number(v.N);
+  return out;
+}
 
 function toItem(r: StoredResource): Item {
   const reason = readyReason(r.doc);
@@ -69,27 +77,21 @@ function fromItem(i: Record<string, unknown>): StoredResource {
   };
 }
 
-export function createDocumentClient(client = new DynamoDBClient({})): DynamoDBDocumentClient {
-  return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
-}
-
 export class DynamoDbResourceStore implements ResourceStore {
   constructor(
-    private readonly db: DynamoDBDocumentClient,
+    private readonly db: AwsJsonClient,
     private readonly tableName: string,
   ) {}
 
   async create(r: StoredResource): Promise<void> {
     try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.tableName,
-          Item: toItem(r),
-          ConditionExpression: 'attribute_not_exists(pk)',
-        }),
-      );
+      await this.db.call('PutItem', {
+        TableName: this.tableName,
+        Item: marshall(toItem(r)),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      });
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) {
+      if (isAwsError(err, 'ConditionalCheckFailedException')) {
         throw new ConflictError(`${r.kind} "${r.name}" already exists`, 'AlreadyExists');
       }
       throw err;
@@ -97,28 +99,24 @@ export class DynamoDbResourceStore implements ResourceStore {
   }
 
   async get(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined> {
-    const out = await this.db.send(
-      new GetCommand({
-        TableName: this.tableName,
-        Key: { pk: pk(orgId, kind), sk: name },
-        ConsistentRead: true,
-      }),
-    );
-    return out.Item ? fromItem(out.Item) : undefined;
+    const out = await this.db.call<{ Item?: Marshalled }>('GetItem', {
+      TableName: this.tableName,
+      Key: marshall({ pk: pk(orgId, kind), sk: name }),
+      ConsistentRead: true,
+    });
+    return out.Item ? fromItem(unmarshall(out.Item)) : undefined;
   }
 
   async replace(r: StoredResource, expectedVersion: number): Promise<void> {
     try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.tableName,
-          Item: toItem(r),
-          ConditionExpression: 'rv = :expected',
-          ExpressionAttributeValues: { ':expected': expectedVersion },
-        }),
-      );
+      await this.db.call('PutItem', {
+        TableName: this.tableName,
+        Item: marshall(toItem(r)),
+        ConditionExpression: 'rv = :expected',
+        ExpressionAttributeValues: { ':expected': { N: String(expectedVersion) } },
+      });
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) {
+      if (isAwsError(err, 'ConditionalCheckFailedException')) {
         throw new ConflictError(`${r.kind} "${r.name}" was modified concurrently; read it again and retry`);
       }
       throw err;
@@ -126,54 +124,52 @@ export class DynamoDbResourceStore implements ResourceStore {
   }
 
   async delete(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined> {
-    const out = await this.db.send(
-      new DeleteCommand({
-        TableName: this.tableName,
-        Key: { pk: pk(orgId, kind), sk: name },
-        ReturnValues: 'ALL_OLD',
-      }),
-    );
-    return out.Attributes ? fromItem(out.Attributes) : undefined;
+    const out = await this.db.call<{ Attributes?: Marshalled }>('DeleteItem', {
+      TableName: this.tableName,
+      Key: marshall({ pk: pk(orgId, kind), sk: name }),
+      ReturnValues: 'ALL_OLD',
+    });
+    return out.Attributes ? fromItem(unmarshall(out.Attributes)) : undefined;
   }
 
   async queryPage(q: PageQuery): Promise<{ items: StoredResource[]; more: boolean }> {
     const base = pk(q.orgId, q.kind);
-    const out = q.buildRef
-      ? await this.db.send(
-          new QueryCommand({
-            TableName: this.tableName,
-            IndexName: BY_BUILD_INDEX,
-            KeyConditionExpression: 'gsi1pk = :p',
-            ExpressionAttributeValues: { ':p': byBuildPk(q.orgId, q.buildRef) },
-            Limit: q.limit,
-            ...(q.startAfter
-              ? {
-                  ExclusiveStartKey: {
-                    pk: base,
-                    sk: q.startAfter,
-                    gsi1pk: byBuildPk(q.orgId, q.buildRef),
-                    gsi1sk: q.startAfter,
-                  },
-                }
-              : {}),
-          }),
-        )
-      : await this.db.send(
-          new QueryCommand({
-            TableName: this.tableName,
-            KeyConditionExpression: 'pk = :p',
-            ExpressionAttributeValues: { ':p': base },
-            Limit: q.limit,
-            ConsistentRead: true,
-            ...(q.startAfter ? { ExclusiveStartKey: { pk: base, sk: q.startAfter } } : {}),
-          }),
-        );
-    return { items: (out.Items ?? []).map(fromItem), more: Boolean(out.LastEvaluatedKey) };
+    const query = q.buildRef
+      ? {
+          IndexName: BY_BUILD_INDEX,
+          KeyConditionExpression: 'gsi1pk = :p',
+          ExpressionAttributeValues: { ':p': { S: byBuildPk(q.orgId, q.buildRef) } },
+          ...(q.startAfter
+            ? {
+                ExclusiveStartKey: marshall({
+                  pk: base,
+                  sk: q.startAfter,
+                  gsi1pk: byBuildPk(q.orgId, q.buildRef),
+                  gsi1sk: q.startAfter,
+                }),
+              }
+            : {}),
+        }
+      : {
+          KeyConditionExpression: 'pk = :p',
+          ExpressionAttributeValues: { ':p': { S: base } },
+          ConsistentRead: true,
+          ...(q.startAfter ? { ExclusiveStartKey: marshall({ pk: base, sk: q.startAfter }) } : {}),
+        };
+    const out = await this.db.call<{ Items?: Marshalled[]; LastEvaluatedKey?: Marshalled }>('Query', {
+      TableName: this.tableName,
+      Limit: q.limit,
+      ...query,
+    });
+    return {
+      items: (out.Items ?? []).map((i) => fromItem(unmarshall(i))),
+      more: Boolean(out.LastEvaluatedKey),
+    };
   }
 }
 
 /** The table definition, shared by the local stack and tests (CDK declares the same keys in infra/). */
-export const TABLE_DEFINITION: Omit<CreateTableCommandInput, 'TableName'> = {
+export const TABLE_DEFINITION = {
   AttributeDefinitions: [
     { AttributeName: 'pk', AttributeType: 'S' },
     { AttributeName: 'sk', AttributeType: 'S' },

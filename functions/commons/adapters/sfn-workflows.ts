@@ -1,19 +1,13 @@
 // Workflows on AWS Step Functions: one state machine per kind, execution name "<uid>-<generation>", so a
 // repeated start (API retry, reconciler) of the same run is harmless and a retry is a new execution.
-import {
-  ExecutionAlreadyExists,
-  ExecutionDoesNotExist,
-  type SFNClient,
-  StartExecutionCommand,
-  StopExecutionCommand,
-} from '@aws-sdk/client-sfn';
 import type { WorkflowRef, Workflows } from '../ports.js';
+import { type AwsJsonClient, isAwsError } from './aws-json.js';
 
 export const executionName = (ref: WorkflowRef): string => `${ref.uid}-${ref.generation}`;
 
 export class StepFunctionsWorkflows implements Workflows {
   constructor(
-    private readonly client: SFNClient,
+    private readonly client: AwsJsonClient,
     private readonly stateMachineArns: Record<WorkflowRef['kind'], string | undefined>,
   ) {}
 
@@ -25,15 +19,13 @@ export class StepFunctionsWorkflows implements Workflows {
 
   async start(ref: WorkflowRef): Promise<void> {
     try {
-      await this.client.send(
-        new StartExecutionCommand({
-          stateMachineArn: this.arn(ref.kind),
-          name: executionName(ref),
-          input: JSON.stringify(ref),
-        }),
-      );
+      await this.client.call('StartExecution', {
+        stateMachineArn: this.arn(ref.kind),
+        name: executionName(ref),
+        input: JSON.stringify(ref),
+      });
     } catch (err) {
-      if (!(err instanceof ExecutionAlreadyExists)) throw err;
+      if (!isAwsError(err, 'ExecutionAlreadyExists')) throw err;
     }
   }
 
@@ -41,9 +33,9 @@ export class StepFunctionsWorkflows implements Workflows {
     const machine = this.arn(ref.kind);
     const executionArn = `${machine.replace(':stateMachine:', ':execution:')}:${executionName(ref)}`;
     try {
-      await this.client.send(new StopExecutionCommand({ executionArn, cause: reason }));
+      await this.client.call('StopExecution', { executionArn, cause: reason });
     } catch (err) {
-      if (!(err instanceof ExecutionDoesNotExist)) throw err;
+      if (!isAwsError(err, 'ExecutionDoesNotExist')) throw err;
     }
   }
 }
