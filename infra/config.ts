@@ -1,0 +1,62 @@
+// Settings of the CDK app, read from context (cdk.json or `-c key=value`) and validated at synth.
+// Values given on the command line arrive as strings, those from cdk.json keep their JSON type.
+import type { Node } from 'constructs';
+import { type ImageBuilderProps, validateImageBuilderProps } from './imagebuilder.js';
+
+/** The context keys the app reads; documented in the README. */
+export const CONTEXT_KEYS = [
+  'stage',
+  'logRetentionDays',
+  'jwtIssuer',
+  'jwtAudience',
+  'throttlingRateLimit',
+  'throttlingBurstLimit',
+] as const;
+
+export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
+  const get = (key: (typeof CONTEXT_KEYS)[number]): unknown => {
+    const value: unknown = node.tryGetContext(key);
+    return value === '' || value === null ? undefined : value;
+  };
+  const problems: string[] = [];
+  const number = (key: (typeof CONTEXT_KEYS)[number]): number | undefined => {
+    const raw = get(key);
+    if (raw === undefined) return undefined;
+    const n =
+      typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+    if (Number.isNaN(n)) problems.push(`context ${key}=${JSON.stringify(raw)} is not a number`);
+    return n;
+  };
+
+  const stage = get('stage') ?? 'dev';
+  const logRetentionDays = number('logRetentionDays');
+  const rateLimit = number('throttlingRateLimit');
+  const burstLimit = number('throttlingBurstLimit');
+  const issuer = get('jwtIssuer');
+  const audience = get('jwtAudience');
+  if (issuer !== undefined && typeof issuer !== 'string') {
+    problems.push(`context jwtIssuer=${JSON.stringify(issuer)} must be a string`);
+  }
+  let jwtAudience: string[] | undefined;
+  if (typeof audience === 'string') jwtAudience = audience.split(',').map((a) => a.trim());
+  else if (Array.isArray(audience)) jwtAudience = audience as string[];
+  else if (audience !== undefined) {
+    problems.push(
+      `context jwtAudience=${JSON.stringify(audience)} must be a string (comma-separated) or a list`,
+    );
+  }
+  if (problems.length > 0) throw new Error(`Invalid CDK context:\n  - ${problems.join('\n  - ')}`);
+
+  const props: ImageBuilderProps = {
+    stage: stage as string,
+    ...(logRetentionDays !== undefined ? { logRetentionDays } : {}),
+    ...(issuer !== undefined ? { jwtIssuer: issuer as string } : {}),
+    ...(jwtAudience !== undefined ? { jwtAudience } : {}),
+    throttling: {
+      ...(rateLimit !== undefined ? { rateLimit } : {}),
+      ...(burstLimit !== undefined ? { burstLimit } : {}),
+    },
+  };
+  validateImageBuilderProps(props);
+  return props;
+}
