@@ -60,7 +60,8 @@ export class UserDirectory extends Construct {
     this.client = this.userPool.addClient('CliClient', {
       userPoolClientName: `${props.namePrefix}-cli`,
       generateSecret: false,
-      authFlows: { userSrp: true },
+      // adminUserPassword: operators fetch tokens with their AWS credentials (README, "Deploy").
+      authFlows: { userSrp: true, adminUserPassword: true },
       preventUserExistenceErrors: true,
       idTokenValidity: Duration.hours(1),
       accessTokenValidity: Duration.hours(1),
