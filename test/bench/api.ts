@@ -55,20 +55,23 @@ export async function benchApi(): Promise<Record<string, number>> {
   const figures: Record<string, number> = {};
   try {
     await api('POST', '/api/v1/repositories', repo('src'));
-    // Warm up both paths (JIT, connections).
-    await loadTest(200, CONCURRENCY, (i) => api('POST', '/api/v1/imagebuilds', buildDoc(`warm-${i}`)));
-    const bare = await loadTest(ROUNDS, CONCURRENCY, () =>
+    const bareGet = () =>
       stack.dynamo.client.call('GetItem', {
         TableName: 'imagebuilder',
         Key: { pk: { S: 'bench#ImageBuild' }, sk: { S: 'warm-1' } },
         ConsistentRead: true,
-      }),
-    );
-    const create = await loadTest(ROUNDS, CONCURRENCY, (i) =>
-      api('POST', '/api/v1/imagebuilds', buildDoc(`b-${i}`)),
-    );
+      });
+    // Warm up every path (JIT on both sides, connections), then measure the baseline before and after
+    // the API runs and keep the better one: the ratios are never flattered by a slow baseline.
+    await loadTest(200, CONCURRENCY, (i) => api('POST', '/api/v1/imagebuilds', buildDoc(`warm-${i}`)));
+    await loadTest(1000, CONCURRENCY, bareGet);
+    await loadTest(500, CONCURRENCY, (i) => api('GET', `/api/v1/imagebuilds/warm-${i % 200}`));
+    const bareBefore = await loadTest(ROUNDS, CONCURRENCY, bareGet);
+    const create = await loadTest(ROUNDS, CONCURRENCY, (i) => api('POST', '/api/v1/imagebuilds', buildDoc(`b-${i}`)));
     const get = await loadTest(ROUNDS, CONCURRENCY, (i) => api('GET', `/api/v1/imagebuilds/b-${i % ROUNDS}`));
     const list = await loadTest(ROUNDS / 4, CONCURRENCY, () => api('GET', '/api/v1/imagebuilds?limit=100'));
+    const bareAfter = await loadTest(ROUNDS, CONCURRENCY, bareGet);
+    const bare = percentile(bareBefore, 99) <= percentile(bareAfter, 99) ? bareBefore : bareAfter;
     const bareP99 = percentile(bare, 99);
     const rows: (string | number)[][] = [['operation', 'p50 ms', 'p99 ms', 'p99 ÷ bare GetItem p99']];
     for (const [name, s] of [
