@@ -9,11 +9,10 @@
 // varies (re-validated here); every value from the spec is a data file under `ib/<stage>/` that the
 // fixed scripts of scripts.ts read as data. Output is deterministic (no clock, no randomness, files in
 // sorted order), so identical specs give byte-identical contexts and builder layers cache.
-import { Document, isMap, isScalar } from 'yaml';
 import type { AgentEnrollmentConfig } from '../enrollment/index.js';
 import type { ImageBuildSpec } from '../types.js';
 import { STAGES, STAGING_DIR } from './scripts.js';
-import { canonicalBase64, checkImageReference, PATTERNS, validateBuildSpecExtras } from './validate.js';
+import { checkImageReference, PATTERNS, validateBuildSpecExtras } from './validate.js';
 
 export { LIMITS, RESERVED_PATH_PREFIXES, validateBuildSpecExtras } from './validate.js';
 
@@ -87,52 +86,50 @@ const lines = (values: readonly string[]): string => values.map((v) => `${v}\n`)
 const index = (i: number): string => String(i).padStart(4, '0');
 const b64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64');
 
+/**
+ * The agent's config.yaml (or drop-in), in the shape of Flight Control's agent config. Written by hand:
+ * every string is a JSON string literal, which is a valid YAML (1.1 and 1.2) double-quoted scalar, so
+ * values like `on`, `yes` or `01` stay strings for the agent's YAML 1.1 parser.
+ */
 function agentConfigYaml(
   spec: ImageBuildSpec,
   enrollment: AgentEnrollmentConfig | undefined,
 ): string | undefined {
+  const q = JSON.stringify;
   const a = spec.customizations?.agentConfig;
-  const config: Record<string, unknown> = {};
+  const out: string[] = [];
   if (enrollment) {
-    const service: Record<string, unknown> = {
-      authentication: {
-        'client-certificate-data': b64(enrollment.clientCertificatePem),
-        'client-key-data': b64(enrollment.clientKeyPem),
-      },
-      service: {
-        'certificate-authority-data': b64(enrollment.certificateAuthorityPem),
-        server: enrollment.server,
-      },
-    };
-    if (enrollment.enrollmentUiEndpoint) service['enrollment-ui-endpoint'] = enrollment.enrollmentUiEndpoint;
-    config['enrollment-service'] = service;
+    out.push(
+      'enrollment-service:',
+      '  authentication:',
+      `    client-certificate-data: ${q(b64(enrollment.clientCertificatePem))}`,
+      `    client-key-data: ${q(b64(enrollment.clientKeyPem))}`,
+    );
+    if (enrollment.enrollmentUiEndpoint)
+      out.push(`  enrollment-ui-endpoint: ${q(enrollment.enrollmentUiEndpoint)}`);
+    out.push(
+      '  service:',
+      `    certificate-authority-data: ${q(b64(enrollment.certificateAuthorityPem))}`,
+      `    server: ${q(enrollment.server)}`,
+    );
   }
-  if (a?.specFetchInterval) config['spec-fetch-interval'] = a.specFetchInterval;
-  if (a?.statusUpdateInterval) config['status-update-interval'] = a.statusUpdateInterval;
-  if (a?.defaultLabels && Object.keys(a.defaultLabels).length > 0) {
-    const labels: Record<string, string> = {};
-    for (const key of Object.keys(a.defaultLabels).sort()) labels[key] = a.defaultLabels[key] as string;
-    config['default-labels'] = labels;
+  if (a?.specFetchInterval) out.push(`spec-fetch-interval: ${q(a.specFetchInterval)}`);
+  if (a?.statusUpdateInterval) out.push(`status-update-interval: ${q(a.statusUpdateInterval)}`);
+  const labels = Object.keys(a?.defaultLabels ?? {}).sort();
+  if (labels.length > 0) {
+    out.push('default-labels:');
+    for (const key of labels) out.push(`  ${q(key)}: ${q(a?.defaultLabels?.[key])}`);
   }
-  if (a?.systemInfo) config['system-info'] = [...a.systemInfo];
-  if (a?.logLevel) config['log-level'] = a.logLevel;
+  if (a?.systemInfo) {
+    out.push(a.systemInfo.length > 0 ? 'system-info:' : 'system-info: []');
+    for (const key of a.systemInfo) out.push(`  - ${q(key)}`);
+  }
+  if (a?.logLevel) out.push(`log-level: ${q(a.logLevel)}`);
   if (a?.tpm) {
-    const tpm: Record<string, unknown> = { enabled: a.tpm.enabled };
-    if (a.tpm.devicePath) tpm['device-path'] = a.tpm.devicePath;
-    config.tpm = tpm;
+    out.push('tpm:', `  enabled: ${a.tpm.enabled === true}`);
+    if (a.tpm.devicePath) out.push(`  device-path: ${q(a.tpm.devicePath)}`);
   }
-  if (Object.keys(config).length === 0) return undefined;
-  // The agent reads YAML 1.1 (sigs.k8s.io/yaml): label keys and values are always double-quoted so that
-  // `on`, `yes` or `01` stay strings.
-  const doc = new Document(config, { version: '1.1' });
-  const labels = doc.get('default-labels');
-  if (isMap(labels)) {
-    for (const pair of labels.items) {
-      if (isScalar(pair.key)) pair.key.type = 'QUOTE_DOUBLE';
-      if (isScalar(pair.value)) pair.value.type = 'QUOTE_DOUBLE';
-    }
-  }
-  return doc.toString({ lineWidth: 0 });
+  return out.length > 0 ? `${out.join('\n')}\n` : undefined;
 }
 
 function checkEnrollment(e: AgentEnrollmentConfig | undefined): AgentEnrollmentConfig {
@@ -152,7 +149,7 @@ function checkEnrollment(e: AgentEnrollmentConfig | undefined): AgentEnrollmentC
 export function generateBuildContext(input: BuildContextInput): BuildContext {
   const { spec } = input;
   const { agentRepoUrl, agentConfigPath } = resolveSettings(input.settings);
-  validateBuildSpecExtras(spec, { agentConfigPath });
+  const { base64Files } = validateBuildSpecExtras(spec, { agentConfigPath });
   const fromRef = checkImageReference(input.source.registry, spec.source.imageName, spec.source.imageTag);
   const early = spec.binding.type === 'early';
   const enrollment = early ? checkEnrollment(input.enrollment) : undefined;
@@ -203,7 +200,7 @@ export function generateBuildContext(input: BuildContextInput): BuildContext {
   (c.files ?? []).forEach((file, i) => {
     const d = `ib/system/files/${index(i)}/`;
     put(`${d}path`, file.path);
-    if (file.encoding === 'base64') put(`${d}content.b64`, canonicalBase64(file.content, '').base64);
+    if (file.encoding === 'base64') put(`${d}content.b64`, base64Files[i] as string);
     else put(`${d}content`, file.content);
     put(`${d}mode`, file.mode ?? '0644');
     if (file.user) put(`${d}user`, file.user);

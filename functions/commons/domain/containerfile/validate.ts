@@ -20,6 +20,7 @@ export const PATTERNS = {
   repoUrl: /^https?:\/\/[A-Za-z0-9._~:/?#@!$&()*+,;=%-]+$/,
   shell: /^\/[A-Za-z0-9._/-]+$/,
   passwordHash: /^\$[A-Za-z0-9]{1,8}\$[A-Za-z0-9./$=,+-]+$/,
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what a path may not contain
   filePath: /^(\/(?!\.\.?(\/|$))[^/\x00\n\r]+)+$/,
   mode: /^0?[0-7]{3,4}$/,
   unitName:
@@ -55,8 +56,8 @@ export const LIMITS = {
 export const RESERVED_PATH_PREFIXES = ['/proc', '/sys', '/dev', '/tmp/imagebuilder'] as const;
 
 const LOG_LEVELS = new Set(['debug', 'info', 'warn', 'error']);
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const BASE64_WHITESPACE = /[\t\n\r ]/g;
+const BASE64_WHITESPACE = /[\t\n\r ]/;
+const BASE64_WHITESPACE_ALL = /[\t\n\r ]/g;
 /** A UTF-16 surrogate not part of a pair: such a string has no UTF-8 form. */
 const LONE_SURROGATE = /\p{Cs}/u;
 
@@ -91,12 +92,20 @@ function checkUnique(seen: Map<string, string>, key: string, field: string, what
   seen.set(key, field);
 }
 
-/** Canonical base64 of a file's content (whitespace removed) and its decoded size; throws when invalid. */
+/**
+ * Canonical base64 of a file's content (line breaks and spaces removed) and its decoded size; throws
+ * InvalidError unless it is RFC 4648 base64 with padding. Checked by a decode/encode round trip, which
+ * is native code and several times faster than a regular expression on large content.
+ */
 export function canonicalBase64(content: string, field: string): { base64: string; bytes: number } {
-  const base64 = content.replace(BASE64_WHITESPACE, '');
-  check(BASE64.test(base64), field, 'is not valid base64');
-  const padding = base64.endsWith('==') ? 2 : base64.endsWith('=') ? 1 : 0;
-  const bytes = (base64.length / 4) * 3 - padding;
+  let base64 = content;
+  let decoded = Buffer.from(base64, 'base64');
+  if (decoded.toString('base64') !== base64 && BASE64_WHITESPACE.test(base64)) {
+    base64 = base64.replace(BASE64_WHITESPACE_ALL, '');
+    decoded = Buffer.from(base64, 'base64');
+  }
+  check(decoded.toString('base64') === base64, field, 'is not valid base64');
+  const bytes = decoded.length;
   check(
     bytes <= LIMITS.fileBytes,
     field,
@@ -117,6 +126,11 @@ export function checkImageReference(registry: string, imageName: string, imageTa
   return `${registry}/${imageName}:${imageTag}`;
 }
 
+export interface ValidatedExtras {
+  /** Per index of `customizations.files`: the canonical (whitespace-free) base64 of base64 files. */
+  base64Files: Array<string | undefined>;
+}
+
 export interface ValidateOptions {
   /** Absolute path of the agent config in the image; files may not be written there. */
   agentConfigPath: string;
@@ -126,7 +140,7 @@ export interface ValidateOptions {
  * The rules a schema cannot say, and a second check of every value the build scripts pass as an
  * argument. Throws InvalidError naming the field (e.g. `spec.customizations.files[2].content`).
  */
-export function validateBuildSpecExtras(spec: ImageBuildSpec, options: ValidateOptions): void {
+export function validateBuildSpecExtras(spec: ImageBuildSpec, options: ValidateOptions): ValidatedExtras {
   check(
     spec.binding?.type === 'early' || spec.binding?.type === 'late',
     'spec.binding.type',
@@ -140,7 +154,8 @@ export function validateBuildSpecExtras(spec: ImageBuildSpec, options: ValidateO
     users.set(spec.userConfiguration.username, `${f}.username`);
   }
   const c = spec.customizations;
-  if (!c) return;
+  const base64Files: Array<string | undefined> = [];
+  if (!c) return { base64Files };
   const f = 'spec.customizations';
 
   checkArray(c.packages, `${f}.packages`, LIMITS.packages).forEach((p, i) => {
@@ -190,7 +205,9 @@ export function validateBuildSpecExtras(spec: ImageBuildSpec, options: ValidateO
     );
     if (file.encoding === 'base64') {
       check(typeof file.content === 'string', `${ff}.content`, 'must be a string');
-      total += canonicalBase64(file.content, `${ff}.content`).bytes;
+      const decoded = canonicalBase64(file.content, `${ff}.content`);
+      base64Files[i] = decoded.base64;
+      total += decoded.bytes;
     } else {
       total += checkText(file.content, `${ff}.content`, LIMITS.fileBytes);
     }
@@ -244,4 +261,5 @@ export function validateBuildSpecExtras(spec: ImageBuildSpec, options: ValidateO
     if (a.tpm?.devicePath !== undefined)
       checkPattern(a.tpm.devicePath, PATTERNS.tpmDevicePath, `${af}.tpm.devicePath`);
   }
+  return { base64Files };
 }
