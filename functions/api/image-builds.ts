@@ -1,11 +1,15 @@
 import {
+  cancelRun,
   createImageBuild,
   deleteImageBuild,
   getImageBuild,
   listImageBuilds,
+  newVersion,
+  patchImageBuild,
+  readLog,
 } from '#commons/domain/image-builds.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
-import { apiHandler, isTrue, json } from '#commons/http/api-handler.js';
+import { apiHandler, isTrue, json, LOG_FOLLOW_WAIT_MS, logResponse } from '#commons/http/api-handler.js';
 
 export const handler = apiHandler({
   'GET /api/v1/imagebuilds': async (req) => {
@@ -23,4 +27,18 @@ export const handler = apiHandler({
     await deleteImageBuild(req.deps, req.principal(), req.param('name'));
     return json(200, successStatus(`ImageBuild "${req.param('name')}" deleted`));
   },
+  'PATCH /api/v1/imagebuilds/{name}': async (req) =>
+    json(200, await patchImageBuild(req.deps, req.principal(), req.param('name'), req.body())),
+  'POST /api/v1/imagebuilds/{name}/cancel': async (req) =>
+    json(200, await cancelRun(req.deps, req.principal(), 'ImageBuild', req.param('name'))),
+  'POST /api/v1/imagebuilds/{name}/newversion': async (req) =>
+    json(201, await newVersion(req.deps, req.principal(), req.param('name'), req.body())),
+  'GET /api/v1/imagebuilds/{name}/log': async (req) =>
+    logResponse(
+      await readLog(req.deps, req.principal(), 'ImageBuild', req.param('name'), {
+        ...(req.query.cursor ? { cursor: req.query.cursor } : {}),
+        follow: isTrue(req.query.follow),
+        waitMs: LOG_FOLLOW_WAIT_MS,
+      }),
+    ),
 });

@@ -4,8 +4,9 @@ import {
   getImageExport,
   listImageExports,
 } from '#commons/domain/image-exports.js';
+import { cancelRun, readLog } from '#commons/domain/image-builds.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
-import { apiHandler, json } from '#commons/http/api-handler.js';
+import { apiHandler, isTrue, json, LOG_FOLLOW_WAIT_MS, logResponse } from '#commons/http/api-handler.js';
 
 export const handler = apiHandler({
   'GET /api/v1/imageexports': async (req) =>
@@ -18,4 +19,14 @@ export const handler = apiHandler({
     await deleteImageExport(req.deps, req.principal(), req.param('name'));
     return json(200, successStatus(`ImageExport "${req.param('name')}" deleted`));
   },
+  'POST /api/v1/imageexports/{name}/cancel': async (req) =>
+    json(200, await cancelRun(req.deps, req.principal(), 'ImageExport', req.param('name'))),
+  'GET /api/v1/imageexports/{name}/log': async (req) =>
+    logResponse(
+      await readLog(req.deps, req.principal(), 'ImageExport', req.param('name'), {
+        ...(req.query.cursor ? { cursor: req.query.cursor } : {}),
+        follow: isTrue(req.query.follow),
+        waitMs: LOG_FOLLOW_WAIT_MS,
+      }),
+    ),
 });

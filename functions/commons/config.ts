@@ -1,10 +1,13 @@
 // Wires the ports to their AWS adapters from the Lambda environment, once per cold start. The local
 // stack and tests call setDeps() with their own adapters first; the handlers stay the same.
 import { AwsJsonClient } from './adapters/aws-json.js';
+import { CloudWatchBuildLogs } from './adapters/cloudwatch-logs.js';
 import { DynamoDbResourceStore } from './adapters/dynamodb-store.js';
+import { EventBridgePublisher } from './adapters/eventbridge-events.js';
+import { S3ObjectStore } from './adapters/s3-objects.js';
 import { SecretsManagerSecretStore } from './adapters/secrets-manager.js';
 import { StepFunctionsWorkflows } from './adapters/sfn-workflows.js';
-import type { Deps, Logger } from './ports.js';
+import type { Deps, Logger, Settings } from './ports.js';
 
 export const jsonLogger: Logger = {
   info: (message, fields) => console.log(JSON.stringify({ level: 'INFO', message, ...fields })),
@@ -17,11 +20,32 @@ function required(name: string): string {
   return v;
 }
 
-function awsDeps(): Deps {
+const num = (name: string, fallback: number): number => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+};
+
+/** Deployment settings from the environment; shared by the Lambda functions and the local stack. */
+export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
   return {
+    contextBucket: process.env.BUILD_CONTEXT_BUCKET ?? defaults.contextBucket ?? '',
+    buildTimeoutSeconds: num('BUILD_TIMEOUT_SECONDS', defaults.buildTimeoutSeconds ?? 7200),
+    heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
+    ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
+  };
+}
+
+function awsDeps(): Deps {
+  const secretsClient = new AwsJsonClient({ service: 'secretsmanager' });
+  const settings = settingsFromEnv();
+  return {
+    settings,
+    events: new EventBridgePublisher(new AwsJsonClient({ service: 'events' }), process.env.EVENT_BUS_NAME ?? 'default'),
+    objects: new S3ObjectStore({ bucket: settings.contextBucket }),
+    logs: new CloudWatchBuildLogs(new AwsJsonClient({ service: 'logs' }), process.env.BUILDER_LOG_GROUP ?? ''),
     store: new DynamoDbResourceStore(new AwsJsonClient({ service: 'dynamodb' }), required('TABLE_NAME')),
     secrets: new SecretsManagerSecretStore(
-      new AwsJsonClient({ service: 'secretsmanager' }),
+      secretsClient,
       required('SECRETS_PREFIX'),
       required('TOKEN_KEY_SECRET_ARN'),
     ),

@@ -1,5 +1,6 @@
 // The ports the domain talks through. Each has an AWS adapter (functions/commons/adapters/*) and, where the
 // local stack needs one, a local adapter next to it. Nothing here imports the AWS SDK.
+import type { EnrollmentCertificates } from './domain/enrollment/index.js';
 import type { AnyResource, Kind } from './domain/types.js';
 
 export interface StoredResource<R extends AnyResource = AnyResource> {
@@ -61,14 +62,65 @@ export interface Workflows {
   stop(ref: WorkflowRef, reason: string): Promise<void>;
 }
 
+/** One EventBridge event (CONTRACT §4): source "imagebuilder", detail-type e.g. "ImageBuild Started". */
+export interface ResourceEvent {
+  detailType: string;
+  detail: {
+    orgId: string;
+    kind: string;
+    name: string;
+    uid: string;
+    reason: string;
+    message: string;
+    imageReference?: string;
+    manifestDigest?: string;
+    artifact?: unknown;
+  };
+}
+
+export interface EventPublisher {
+  publish(event: ResourceEvent): Promise<void>;
+}
+
+/** Object storage (S3; s3rver locally): build contexts now, disk images later. */
+export interface ObjectStore {
+  /** The bucket the keys live in (CodeBuild and the local runner download contexts from it). */
+  readonly bucket: string;
+  put(key: string, body: string | Uint8Array, contentType?: string): Promise<void>;
+  get(key: string): Promise<Uint8Array | undefined>;
+  list(prefix: string): Promise<string[]>;
+  deletePrefix(prefix: string): Promise<void>;
+}
+
+/** The builder's output of one run (CloudWatch Logs in AWS, files under DATA_DIR locally). */
+export interface BuildLogs {
+  /** Text from `cursor` on (undefined: from the start) and the cursor to continue from. */
+  read(ref: WorkflowRef, cursor?: string): Promise<{ text: string; cursor: string }>;
+}
+
 export interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Deployment settings the workflows read (Lambda environment in AWS, local stack options locally). */
+export interface Settings {
+  /** Bucket holding build contexts (and, later, disk images). */
+  contextBucket: string;
+  buildTimeoutSeconds: number;
+  heartbeatSeconds: number;
+  agentRepoUrl?: string;
+}
+
 export interface Deps {
+  settings: Settings;
+  /** Early binding; absent when no Flight Control enrollment service is configured. */
+  enrollment?: EnrollmentCertificates;
   store: ResourceStore;
   secrets: SecretStore;
   workflows: Workflows;
+  events: EventPublisher;
+  objects: ObjectStore;
+  logs: BuildLogs;
   logger: Logger;
 }

@@ -1,26 +1,154 @@
-// Workflows port of the local stack until the state machines run locally (build-workflow issue): it
-// records each start/stop request to $DATA_DIR/executions.jsonl, the way Step Functions would hold an
-// execution, so the API's hand-off can be observed. Resources stay Pending.
+// Workflows of the local stack: aws-local-stepfunctions executes the same ASL file the cloud deploys.
+// Each Task state is overridden by the code the cloud runs there: the step handler for the Lambda tasks,
+// the local CodeBuild stand-in (same builder script) for the CodeBuild tasks. Stop aborts the execution,
+// kills the builder's process group and records the end as Step Functions' status-change rule would.
+import { readFileSync } from 'node:fs';
 import { appendFile, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import type { WorkflowRef, Workflows } from '../commons/ports.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { executionName } from '../commons/adapters/sfn-workflows.js';
+import { touch } from '../commons/domain/transitions.js';
+import type { Deps, WorkflowRef, Workflows } from '../commons/ports.js';
+import { type BuildStepEvent, runBuildStep } from '../workflows/image-build.js';
+import { LocalCodeBuild, type StartBuildInput } from './local-codebuild.js';
 
-export class RecordingWorkflows implements Workflows {
-  constructor(private readonly file: string) {}
+// aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
+if (!('withResolvers' in Promise)) {
+  Object.assign(Promise, {
+    withResolvers<T>() {
+      let resolveFn!: (v: T) => void;
+      let rejectFn!: (e: unknown) => void;
+      const promise = new Promise<T>((res, rej) => {
+        resolveFn = res;
+        rejectFn = rej;
+      });
+      return { promise, resolve: resolveFn, reject: rejectFn };
+    },
+  });
+}
+
+const STATEMACHINES = resolve(dirname(fileURLToPath(import.meta.url)), '../../statemachines');
+
+/** The values CDK substitutes in the cloud; locally they only need to be well-formed. */
+export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
+  BuildStepFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:imagebuilder-build-step',
+  BuildProjectX86_64: 'imagebuilder-local-x86_64',
+  BuildProjectAarch64: 'imagebuilder-local-aarch64',
+  BuilderLogGroupName: 'imagebuilder-local-builders',
+};
+
+export function loadDefinition(file: string, substitutions = LOCAL_SUBSTITUTIONS): Record<string, unknown> {
+  const text = readFileSync(join(STATEMACHINES, file), 'utf8').replace(/\$\{([A-Za-z0-9_]+)\}/g, (m, key: string) => {
+    const value = substitutions[key];
+    if (value === undefined) throw new Error(`${file}: no substitution for ${m}`);
+    return value;
+  });
+  return JSON.parse(text);
+}
+
+export interface LocalWorkflowOptions {
+  deps: () => Deps;
+  dataDir: string;
+  logFile(ref: WorkflowRef): string;
+  readSecret(ref: string): Promise<string>;
+  /** Builder script override (workflow tests of failure paths); default: functions/builder/build-image.sh. */
+  builderScript?: string;
+  heartbeatTimeoutSeconds?: number;
+}
+
+interface Execution {
+  ref: WorkflowRef;
+  abort: () => void;
+  codebuild: LocalCodeBuild;
+  done: Promise<void>;
+  stopping?: string;
+}
+
+export class LocalStepFunctions implements Workflows {
+  private readonly executions = new Map<string, Execution>();
+  private readonly buildMachine = new StateMachine(loadDefinition('image-build.asl.json') as never);
+
+  constructor(private readonly opts: LocalWorkflowOptions) {}
+
+  /** Resolves when every execution started so far has ended (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.executions.size) await Promise.all([...this.executions.values()].map((e) => e.done));
+  }
+
+  /** The execution of a run, while it runs. */
+  isRunning(ref: WorkflowRef): boolean {
+    return this.executions.has(executionName(ref));
+  }
 
   private async record(action: string, ref: WorkflowRef, extra: Record<string, unknown> = {}) {
-    await mkdir(dirname(this.file), { recursive: true });
-    await appendFile(
-      this.file,
-      `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`,
-    );
+    const file = join(this.opts.dataDir, 'executions.jsonl');
+    await mkdir(dirname(file), { recursive: true });
+    await appendFile(file, `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`);
   }
 
-  start(ref: WorkflowRef): Promise<void> {
-    return this.record('start', ref);
+  async start(ref: WorkflowRef): Promise<void> {
+    const name = executionName(ref);
+    if (this.executions.has(name)) return; // like ExecutionAlreadyExists: a repeat is harmless
+    if (ref.kind !== 'ImageBuild') {
+      // The export state machine arrives with the export-workflow issue; until then exports stay Pending.
+      await this.record('start-skipped', ref, { why: 'no local ImageExport workflow yet' });
+      return;
+    }
+    const deps = this.opts.deps();
+    const codebuild = new LocalCodeBuild({
+      objects: deps.objects,
+      readSecret: this.opts.readSecret,
+      logFile: this.opts.logFile(ref),
+      timeoutSeconds: deps.settings.buildTimeoutSeconds,
+      heartbeatTimeoutSeconds: this.opts.heartbeatTimeoutSeconds ?? Math.max(120, deps.settings.heartbeatSeconds * 4),
+      onHeartbeat: () => void touch(deps, ref).catch(() => undefined),
+      ...(this.opts.builderScript ? { script: this.opts.builderScript } : {}),
+    });
+    // Task overrides get and give JSON; the casts only cross that boundary.
+    type Json = never;
+    const step = (input: unknown) => runBuildStep(deps, input as BuildStepEvent) as Promise<Json>;
+    const build = (input: unknown) => codebuild.startBuildSync(input as StartBuildInput) as Promise<Json>;
+    const run = this.buildMachine.run(ref as never, {
+      overrides: {
+        taskResourceLocalHandlers: {
+          Prepare: step,
+          PlanManifestList: step,
+          RecordCompletion: step,
+          RecordFailure: step,
+          BuildX86_64: build,
+          BuildAarch64: build,
+          PushManifestList: build,
+        },
+      },
+      context: { Execution: { Id: name, Name: name, Input: ref as Json, StartTime: new Date().toISOString() } },
+      noThrowOnAbort: true,
+    });
+    const execution: Execution = { ref, abort: run.abort, codebuild, done: Promise.resolve() };
+    execution.done = run.result.then(
+      async () => {
+        if (execution.stopping !== undefined) await step({ step: 'ended', ref, status: 'ABORTED' });
+      },
+      async (err: Error) => {
+        // A failure the definition did not catch (it catches its own): record it as the status rule would.
+        deps.logger.error('local execution failed', { name, error: err.message });
+        await step({ step: 'ended', ref, status: err.name === 'ExecutionTimeoutError' ? 'TIMED_OUT' : 'FAILED', cause: err.message }).catch(
+          () => undefined,
+        );
+      },
+    )
+      .catch((err: Error) => deps.logger.error('recording the end of a local execution failed', { name, error: err.message }))
+      .finally(() => this.executions.delete(name));
+    this.executions.set(name, execution);
+    await this.record('start', ref);
   }
 
-  stop(ref: WorkflowRef, reason: string): Promise<void> {
-    return this.record('stop', ref, { reason });
+  async stop(ref: WorkflowRef, reason: string): Promise<void> {
+    const execution = this.executions.get(executionName(ref));
+    await this.record('stop', ref, { reason, running: Boolean(execution) });
+    if (!execution) return;
+    execution.stopping = reason;
+    execution.codebuild.cancel();
+    execution.abort();
   }
 }

@@ -6,10 +6,14 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
 import { FileSecretStore } from '../commons/adapters/file-secrets.js';
-import { jsonLogger, setDeps } from '../commons/config.js';
-import type { Deps, Logger, Workflows } from '../commons/ports.js';
+import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
+import { jsonLogger, setDeps, settingsFromEnv } from '../commons/config.js';
+import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
-import { RecordingWorkflows } from './local-workflows.js';
+import { FileEventPublisher } from './file-events.js';
+import { FileBuildLogs } from './file-logs.js';
+import { LocalStepFunctions } from './local-workflows.js';
+import { LOCAL_S3_CREDENTIALS, startS3Local } from './s3-local.js';
 import { createLocalServer, signLocalToken } from './server.js';
 
 export interface LocalStackOptions {
@@ -21,7 +25,12 @@ export interface LocalStackOptions {
   /** Reuse a running DynamoDB Local (tests share one per run). */
   dynamo?: LocalDynamo;
   tableName?: string;
+  /** Replaces the local Step Functions runner (API tests observe the hand-off with a recording double). */
   workflows?: Workflows;
+  /** Builder script override for workflow tests; default functions/builder/build-image.sh. */
+  builderScript?: string;
+  heartbeatTimeoutSeconds?: number;
+  settings?: Partial<Settings>;
   logger?: Logger;
 }
 
@@ -32,6 +41,8 @@ export interface LocalStack {
   jwtSecret: string;
   deps: Deps;
   dynamo: LocalDynamo;
+  /** The local Step Functions runner, unless a workflows double was given. */
+  runner?: LocalStepFunctions;
   token(claims: { sub?: string; org_id: string; roles: string[] }): Promise<string>;
   stop(): Promise<void>;
 }
@@ -58,10 +69,29 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     opts.dynamo ?? (await startDynamoDbLocal(opts.inMemory ? {} : { path: join(dataDir, 'dynamodb') }));
   const tableName = opts.tableName ?? 'imagebuilder';
   await ensureTable(dynamo.client, tableName);
+  const bucket = 'imagebuilder-local';
+  const s3 = await startS3Local({ directory: join(dataDir, 's3'), buckets: [bucket] });
+  const secrets = new FileSecretStore(join(dataDir, 'secrets'));
+  const logs = new FileBuildLogs(join(dataDir, 'logs'));
+  const settings: Settings = { ...settingsFromEnv({ contextBucket: bucket }), ...opts.settings, contextBucket: bucket };
+  const runner = opts.workflows
+    ? undefined
+    : new LocalStepFunctions({
+        deps: () => deps,
+        dataDir,
+        logFile: (ref) => logs.pathOf(ref),
+        readSecret: (ref) => secrets.readSecret(ref),
+        ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
+        ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
+      });
   const deps: Deps = {
+    settings,
     store: new DynamoDbResourceStore(dynamo.client, tableName),
-    secrets: new FileSecretStore(join(dataDir, 'secrets')),
-    workflows: opts.workflows ?? new RecordingWorkflows(join(dataDir, 'executions.jsonl')),
+    secrets,
+    workflows: opts.workflows ?? (runner as LocalStepFunctions),
+    events: new FileEventPublisher(join(dataDir, 'events.jsonl')),
+    objects: new S3ObjectStore({ bucket, endpoint: s3.endpoint, region: 'us-east-1', credentials: LOCAL_S3_CREDENTIALS }),
+    logs,
     logger: opts.logger ?? jsonLogger,
   };
   setDeps(deps);
@@ -78,10 +108,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     jwtSecret,
     deps,
     dynamo,
+    ...(runner ? { runner } : {}),
     token: (claims) => signLocalToken(jwtSecret, { sub: claims.sub ?? 'local-user', ...claims }),
     stop: async () => {
       server.closeAllConnections();
       await new Promise<void>((res) => server.close(() => res()));
+      if (runner) await Promise.race([runner.idle(), new Promise((r) => setTimeout(r, 10_000))]);
+      await s3.stop();
       if (ownDynamo) await dynamo.stop();
     },
   };

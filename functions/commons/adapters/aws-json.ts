@@ -1,4 +1,5 @@
-// A lean client for AWS's JSON-protocol services (DynamoDB, Secrets Manager, Step Functions): SigV4 via
+// A lean client for AWS's JSON-protocol services (DynamoDB, Secrets Manager, Step Functions, EventBridge,
+// CloudWatch Logs): SigV4 via
 // aws4fetch over the runtime's fetch. Why not the AWS SDK: loading @aws-sdk/client-dynamodb alone costs
 // ~190 ms at every cold start here (bare node: ~120 ms) and bundling it puts a handler at ~500 KB; this
 // client keeps each API bundle small and cold init near bare Node (figures: `npm run bench bundles`).
@@ -13,7 +14,7 @@ export interface AwsCredentials {
 
 export interface AwsJsonClientOptions {
   /** SigV4 service name and the X-Amz-Target prefix of the API. */
-  service: 'dynamodb' | 'secretsmanager' | 'states';
+  service: 'dynamodb' | 'secretsmanager' | 'states' | 'events' | 'logs';
   region?: string;
   endpoint?: string;
   credentials?: AwsCredentials;
@@ -23,6 +24,8 @@ const PROTOCOL: Record<AwsJsonClientOptions['service'], { target: string; conten
   dynamodb: { target: 'DynamoDB_20120810', contentType: 'application/x-amz-json-1.0' },
   secretsmanager: { target: 'secretsmanager', contentType: 'application/x-amz-json-1.1' },
   states: { target: 'AWSStepFunctions', contentType: 'application/x-amz-json-1.0' },
+  events: { target: 'AWSEvents', contentType: 'application/x-amz-json-1.1' },
+  logs: { target: 'Logs_20140328', contentType: 'application/x-amz-json-1.1' },
 };
 
 /** Throttling answers come as 400s with these types; they are retried like 5xx and 429. */

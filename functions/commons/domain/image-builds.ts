@@ -1,7 +1,8 @@
 // ImageBuild: validated, stored Pending, then handed to the build workflow.
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
-import { InvalidError } from './errors.js';
+import { ConflictError, InvalidError } from './errors.js';
+import { transition } from './transitions.js';
 import { requireRepository } from './repositories.js';
 import {
   getOrThrow,
@@ -137,3 +138,171 @@ export async function deleteImageBuild(deps: Deps, p: Principal, name: string): 
 }
 
 export { isActive };
+
+// ---- cancel, retry, new version, logs ------------------------------------------------------------
+
+export const CANCEL_ANNOTATION = 'imagebuilder.flightctl.io/cancel';
+export const RETRY_ANNOTATION = 'imagebuilder.flightctl.io/retry';
+export const NEW_VERSION_ANNOTATION = 'flightctl.io/new-version-from';
+
+/**
+ * Pending → Canceled at once (its execution, if one is starting, is stopped too); a running build →
+ * Canceling, then Canceled when its execution has stopped. 409 once it has ended or is canceling.
+ */
+export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | 'ImageExport', name: string) {
+  authorize(p, 'write');
+  const item = await getOrThrow<ImageBuild | ImageExport>(deps, p.orgId, kind, name);
+  const reason = readyReason(item.doc) ?? 'Pending';
+  if (TERMINAL_REASONS.has(reason) || reason === 'Canceling') {
+    throw new ConflictError(`${kind} "${name}" is ${reason} and cannot be canceled`);
+  }
+  const ref = workflowRef(item);
+  const next =
+    reason === 'Pending'
+      ? await transition(deps, ref, { reason: 'Canceled', message: 'Canceled before it started', from: ['Pending'] })
+      : await transition(deps, ref, { reason: 'Canceling', message: 'Canceling', from: [reason] });
+  if (!next) throw new ConflictError(`${kind} "${name}" changed while canceling; read it again`);
+  await deps.workflows.stop(ref, 'canceled by user');
+  return present(next);
+}
+
+/** Runs a Failed or Canceled build again: a new generation, so a new execution. */
+async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise<StoredResource<ImageBuild>> {
+  const reason = readyReason(item.doc) ?? 'Pending';
+  if (reason !== 'Failed' && reason !== 'Canceled') {
+    throw new ConflictError(`ImageBuild "${item.name}" is ${reason}; only Failed or Canceled builds can be retried`);
+  }
+  const next: StoredResource<ImageBuild> = {
+    ...item,
+    version: item.version + 1,
+    doc: {
+      ...item.doc,
+      metadata: { ...item.doc.metadata, generation: (item.doc.metadata.generation ?? 1) + 1 },
+      status: { conditions: [readyCondition('Pending', 'Retrying: waiting for the build workflow to start')] },
+    },
+  };
+  await deps.store.replace(next, item.version);
+  await startWorkflow(deps, next);
+  return next;
+}
+
+type MergePatch = { metadata?: { labels?: Record<string, string | null> | null; annotations?: Record<string, string | null> | null } };
+
+function mergeMap(current: Record<string, string> | undefined, patch: Record<string, string | null> | null | undefined) {
+  if (patch === undefined) return current;
+  if (patch === null) return undefined;
+  const out = { ...(current ?? {}) };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
+/**
+ * PATCH (JSON merge patch) of metadata.labels/annotations only, for clients of Flight Control's first
+ * design: annotation cancel="true" cancels, retry="true" re-runs a Failed/Canceled build; both are
+ * actions, so they are not kept.
+ */
+export async function patchImageBuild(deps: Deps, p: Principal, name: string, body: unknown) {
+  authorize(p, 'write');
+  const patch = validateMergePatch(body);
+  const item = await getOrThrow<ImageBuild>(deps, p.orgId, KIND, name);
+  const annotations = mergeMap(item.doc.metadata.annotations, patch.metadata?.annotations);
+  const labels = mergeMap(item.doc.metadata.labels, patch.metadata?.labels);
+  const cancel = annotations?.[CANCEL_ANNOTATION] === 'true';
+  const retry = annotations?.[RETRY_ANNOTATION] === 'true';
+  if (annotations) {
+    delete annotations[CANCEL_ANNOTATION];
+    delete annotations[RETRY_ANNOTATION];
+  }
+  const validated = validateImageBuildBody({
+    ...item.doc,
+    metadata: { name, ...(labels ? { labels } : {}), ...(annotations && Object.keys(annotations).length ? { annotations } : {}) },
+    status: undefined,
+  });
+  const next: StoredResource<ImageBuild> = {
+    ...item,
+    version: item.version + 1,
+    doc: { ...item.doc, metadata: { ...item.doc.metadata, labels: validated.metadata.labels, annotations: validated.metadata.annotations } },
+  };
+  await deps.store.replace(next, item.version);
+  if (cancel) return cancelRun(deps, p, KIND, name);
+  if (retry) return present(await retryBuild(deps, next));
+  return present(next);
+}
+
+function validateMergePatch(body: unknown): MergePatch {
+  const isMap = (v: unknown) => v === null || (typeof v === 'object' && !Array.isArray(v));
+  if (!isMap(body) || body === null) throw new InvalidError('body', 'must be a JSON merge patch object');
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b)) {
+    if (key !== 'metadata') throw new InvalidError(key, 'only metadata.labels and metadata.annotations can be patched');
+  }
+  const meta = b.metadata;
+  if (meta === undefined) return {};
+  if (!isMap(meta) || meta === null) throw new InvalidError('metadata', 'must be an object');
+  for (const [key, value] of Object.entries(meta as Record<string, unknown>)) {
+    if (key !== 'labels' && key !== 'annotations') {
+      throw new InvalidError(`metadata.${key}`, 'only metadata.labels and metadata.annotations can be patched');
+    }
+    if (!isMap(value)) throw new InvalidError(`metadata.${key}`, 'must be an object or null');
+    for (const [k, v] of Object.entries((value ?? {}) as Record<string, unknown>)) {
+      if (v !== null && typeof v !== 'string') throw new InvalidError(`metadata.${key}[${JSON.stringify(k)}]`, 'must be a string or null');
+    }
+  }
+  return b as MergePatch;
+}
+
+/** POST newversion: a copy of the spec under a new name, optionally with other image tags. */
+export async function newVersion(deps: Deps, p: Principal, name: string, body: unknown) {
+  authorize(p, 'write');
+  const req = body as { name?: unknown; sourceImageTag?: unknown; destinationImageTag?: unknown } | null;
+  if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new InvalidError('body', 'must be a JSON object');
+  for (const key of Object.keys(req)) {
+    if (!['name', 'sourceImageTag', 'destinationImageTag'].includes(key)) throw new InvalidError(key, 'unknown field');
+  }
+  const from = await getOrThrow<ImageBuild>(deps, p.orgId, KIND, name);
+  const spec = structuredClone(from.doc.spec);
+  if (req.sourceImageTag !== undefined) spec.source.imageTag = req.sourceImageTag as string;
+  if (req.destinationImageTag !== undefined) spec.destination.imageTag = req.destinationImageTag as string;
+  const copy = {
+    apiVersion: from.doc.apiVersion,
+    kind: KIND,
+    metadata: {
+      name: req.name,
+      ...(from.doc.metadata.labels ? { labels: from.doc.metadata.labels } : {}),
+      annotations: { ...(from.doc.metadata.annotations ?? {}), [NEW_VERSION_ANNOTATION]: name },
+    },
+    spec,
+  };
+  // Errors name the request's fields: metadata.name → name, spec.*.imageTag → *ImageTag.
+  try {
+    return await createImageBuild(deps, p, copy);
+  } catch (err) {
+    if (err instanceof InvalidError) {
+      const field = err.field === 'metadata.name' ? 'name' : err.field.replace(/^spec\.(source|destination)\.imageTag$/, '$1ImageTag');
+      throw new InvalidError(field, err.message.replace(/^[^:]*: /, ''));
+    }
+    throw err;
+  }
+}
+
+/** The run's builder output from `cursor` on; with follow, waits (bounded) for more while it runs. */
+export async function readLog(
+  deps: Deps,
+  p: Principal,
+  kind: 'ImageBuild' | 'ImageExport',
+  name: string,
+  opts: { cursor?: string; follow: boolean; waitMs: number },
+) {
+  authorize(p, 'logs');
+  const deadline = Date.now() + (opts.follow ? opts.waitMs : 0);
+  for (;;) {
+    const item = await getOrThrow<ImageBuild | ImageExport>(deps, p.orgId, kind, name);
+    const ended = TERMINAL_REASONS.has(readyReason(item.doc) ?? 'Pending');
+    const out = await deps.logs.read(workflowRef(item), opts.cursor);
+    if (out.text || ended || Date.now() >= deadline) return { ...out, complete: ended };
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

@@ -124,3 +124,12 @@ export function apiHandler(routes: Record<string, RouteHandler>) {
 }
 
 export const isTrue = (v: string | undefined): boolean => v === 'true' || v === '1';
+
+/** How long `follow=true` waits for more log output in one request; the client continues with the cursor. */
+export const LOG_FOLLOW_WAIT_MS = 10_000;
+
+export const logResponse = (out: { text: string; cursor: string; complete: boolean }): ApiResponse => ({
+  statusCode: 200,
+  body: out.text,
+  headers: { 'x-log-cursor': out.cursor, 'x-log-complete': String(out.complete) },
+});

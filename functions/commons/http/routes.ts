@@ -30,10 +30,16 @@ export const ROUTES: readonly Route[] = [
   r('POST', '/api/v1/imagebuilds', 'image-builds'),
   r('GET', '/api/v1/imagebuilds/{name}', 'image-builds'),
   r('DELETE', '/api/v1/imagebuilds/{name}', 'image-builds'),
+  r('PATCH', '/api/v1/imagebuilds/{name}', 'image-builds'),
+  r('POST', '/api/v1/imagebuilds/{name}/cancel', 'image-builds'),
+  r('POST', '/api/v1/imagebuilds/{name}/newversion', 'image-builds'),
+  r('GET', '/api/v1/imagebuilds/{name}/log', 'image-builds'),
   r('GET', '/api/v1/imageexports', 'image-exports'),
   r('POST', '/api/v1/imageexports', 'image-exports'),
   r('GET', '/api/v1/imageexports/{name}', 'image-exports'),
   r('DELETE', '/api/v1/imageexports/{name}', 'image-exports'),
+  r('POST', '/api/v1/imageexports/{name}/cancel', 'image-exports'),
+  r('GET', '/api/v1/imageexports/{name}/log', 'image-exports'),
 ];
 
 export const routeKey = (route: Pick<Route, 'method' | 'path'>): string => `${route.method} ${route.path}`;

@@ -1,0 +1,103 @@
+// ObjectStore on S3 (and on s3rver locally: same code, path-style addressing), signed by aws4fetch.
+import { AwsClient } from 'aws4fetch';
+import type { ObjectStore } from '../ports.js';
+import type { AwsCredentials } from './aws-json.js';
+
+export interface S3Options {
+  bucket: string;
+  region?: string;
+  /** e.g. http://127.0.0.1:4569 for s3rver; path-style addressing is used when set. */
+  endpoint?: string;
+  credentials?: AwsCredentials;
+}
+
+const encodeKey = (key: string) => key.split('/').map(encodeURIComponent).join('/');
+
+export class S3ObjectStore implements ObjectStore {
+  readonly bucket: string;
+  private client?: AwsClient;
+  private readonly base: string;
+
+  constructor(private readonly opts: S3Options) {
+    this.bucket = opts.bucket;
+    const region = opts.region ?? process.env.AWS_REGION ?? 'us-east-1';
+    this.base = opts.endpoint
+      ? `${opts.endpoint.replace(/\/$/, '')}/${opts.bucket}`
+      : `https://${opts.bucket}.s3.${region}.amazonaws.com`;
+  }
+
+  private signer(): AwsClient {
+    if (!this.client) {
+      const creds = this.opts.credentials ?? {
+        accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? '',
+        secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '',
+        ...(process.env.AWS_SESSION_TOKEN ? { sessionToken: process.env.AWS_SESSION_TOKEN } : {}),
+      };
+      this.client = new AwsClient({
+        ...creds,
+        service: 's3',
+        region: this.opts.region ?? process.env.AWS_REGION ?? 'us-east-1',
+        retries: 3,
+      });
+    }
+    return this.client;
+  }
+
+  private async request(method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {
+    const res = await this.signer().fetch(`${this.base}${path}`, {
+      method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+    });
+    return res;
+  }
+
+  async put(key: string, body: string | Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
+    const res = await this.request('PUT', `/${encodeKey(key)}`, body, { 'content-type': contentType });
+    if (!res.ok) throw new Error(`S3 PUT ${key}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+    await res.arrayBuffer();
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const res = await this.request('GET', `/${encodeKey(key)}`);
+    if (res.status === 404) {
+      await res.arrayBuffer();
+      return undefined;
+    }
+    if (!res.ok) throw new Error(`S3 GET ${key}: ${res.status}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const q = new URLSearchParams({ 'list-type': '2', prefix, ...(token ? { 'continuation-token': token } : {}) });
+      const res = await this.request('GET', `/?${q}`);
+      const xml = await res.text();
+      if (!res.ok) throw new Error(`S3 LIST ${prefix}: ${res.status} ${xml.slice(0, 300)}`);
+      for (const m of xml.matchAll(/<Key>([^<]*)<\/Key>/g)) keys.push(unescapeXml(m[1] as string));
+      token = /<IsTruncated>true<\/IsTruncated>/.test(xml)
+        ? unescapeXml(/<NextContinuationToken>([^<]*)<\/NextContinuationToken>/.exec(xml)?.[1] ?? '')
+        : undefined;
+    } while (token);
+    return keys;
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    for (const key of await this.list(prefix)) {
+      const res = await this.request('DELETE', `/${encodeKey(key)}`);
+      await res.arrayBuffer();
+      if (!res.ok && res.status !== 404) throw new Error(`S3 DELETE ${key}: ${res.status}`);
+    }
+  }
+}
+
+function unescapeXml(s: string): string {
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
+}

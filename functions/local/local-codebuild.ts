@@ -1,0 +1,166 @@
+// The local stand-in for CodeBuild's StartBuild.sync: resolves the environment (secret references read
+// from the local secret store), downloads the build context from object storage as the buildspec does,
+// runs the same builder script (functions/builder/build-image.sh) with buildah on this machine in its
+// own process group, appends its output to the run's log, and answers in CodeBuild's result shape.
+// It also plays CodeBuild's own timeout and watches heartbeats; cancel kills the process group.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EnvVar } from '../commons/domain/build-plan.js';
+import type { ObjectStore } from '../commons/ports.js';
+
+export const BUILDER_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../builder/build-image.sh');
+
+export interface StartBuildInput {
+  ProjectName: string;
+  EnvironmentVariablesOverride: EnvVar[];
+  LogsConfigOverride?: { CloudWatchLogs?: { StreamName?: string } };
+  TimeoutInMinutesOverride?: number;
+}
+
+export interface CodeBuildResult {
+  Build: { BuildStatus: 'SUCCEEDED'; ExportedEnvironmentVariables: { Name: string; Value: string }[] };
+}
+
+/** Thrown like Step Functions' .sync integration reports a failed build. */
+export class BuildFailedError extends Error {
+  override name = 'States.TaskFailed';
+}
+
+export interface LocalCodeBuildOptions {
+  objects: ObjectStore;
+  readSecret(ref: string): Promise<string>;
+  /** Where the run's output goes (the same file the log API reads). */
+  logFile: string;
+  timeoutSeconds: number;
+  /** No output for this long (heartbeats included) → killed as timed out. */
+  heartbeatTimeoutSeconds: number;
+  onHeartbeat?: () => void;
+  /** Overrides the builder script (tests of the workflow's failure paths). */
+  script?: string;
+}
+
+const hasCommand = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+
+export class LocalCodeBuild {
+  private readonly running = new Set<ChildProcess>();
+  private canceled = false;
+
+  constructor(private readonly opts: LocalCodeBuildOptions) {}
+
+  /** Kills every builder process group this run started (cancel). */
+  cancel(): void {
+    this.canceled = true;
+    for (const child of this.running) killGroup(child);
+  }
+
+  async startBuildSync(input: StartBuildInput): Promise<CodeBuildResult> {
+    if (this.canceled) throw new BuildFailedError('canceled');
+    const log = await openLog(this.opts.logFile);
+    const env: Record<string, string> = {};
+    for (const v of input.EnvironmentVariablesOverride) {
+      env[v.Name] = v.Type === 'SECRETS_MANAGER' ? await this.opts.readSecret(v.Value) : v.Value;
+    }
+    const script = this.opts.script ?? BUILDER_SCRIPT;
+    if (!this.opts.script && !hasCommand('buildah')) {
+      log.write('IB_ERROR: buildah is not installed on this machine; install it (Debian/Ubuntu: apt-get install buildah) and retry\n');
+      await closeLog(log);
+      throw new BuildFailedError('buildah is not installed');
+    }
+    const work = await mkdtemp(join(tmpdir(), 'ib-codebuild-'));
+    try {
+      const contextDir = join(work, 'ctx');
+      await this.downloadContext(env.IB_CONTEXT_PREFIX ?? '', contextDir);
+      for (const side of ['SOURCE', 'DEST']) {
+        const ca = env[`IB_${side}_CA_FILE`];
+        if (ca && !isAbsolute(ca)) env[`IB_${side}_CA_FILE`] = join(contextDir, ca);
+      }
+      const digestFile = join(work, 'digest');
+      const code = await this.run(script, { ...env, IB_CONTEXT_DIR: contextDir, IB_DIGEST_FILE: digestFile }, log);
+      if (code !== 0) throw new BuildFailedError(`the builder exited with code ${code}`);
+      const digest = (await readFile(digestFile, 'utf8').catch(() => '')).trim();
+      return { Build: { BuildStatus: 'SUCCEEDED', ExportedEnvironmentVariables: [{ Name: 'IB_DIGEST', Value: digest }] } };
+    } finally {
+      await closeLog(log);
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  private async downloadContext(prefix: string, dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    for (const key of await this.opts.objects.list(prefix)) {
+      const rel = key.slice(prefix.length);
+      const target = resolve(dir, rel);
+      if (!target.startsWith(`${dir}/`)) throw new Error(`context key outside the context: ${key}`);
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, (await this.opts.objects.get(key)) ?? new Uint8Array());
+    }
+  }
+
+  private run(script: string, env: Record<string, string>, log: NodeJS.WritableStream): Promise<number> {
+    return new Promise((resolvePromise, reject) => {
+      const child = spawn('bash', [script], {
+        detached: true, // its own process group: cancel and timeouts kill everything it started
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
+      });
+      this.running.add(child);
+      let lastOutput = Date.now();
+      let verdict: string | undefined;
+      const onData = (chunk: Buffer) => {
+        lastOutput = Date.now();
+        log.write(chunk);
+        if (chunk.includes('[heartbeat]')) this.opts.onHeartbeat?.();
+      };
+      child.stdout?.on('data', onData);
+      child.stderr?.on('data', onData);
+      const started = Date.now();
+      const watchdog = setInterval(() => {
+        const silentFor = (Date.now() - lastOutput) / 1000;
+        if ((Date.now() - started) / 1000 > this.opts.timeoutSeconds) {
+          verdict = `IB_ERROR: timed out: the build did not finish within ${this.opts.timeoutSeconds} s\n`;
+        } else if (silentFor > this.opts.heartbeatTimeoutSeconds) {
+          verdict = `IB_ERROR: timed out: no heartbeat from the builder for ${Math.round(silentFor)} s\n`;
+        }
+        if (verdict) {
+          clearInterval(watchdog);
+          killGroup(child);
+        }
+      }, 250);
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        clearInterval(watchdog);
+        this.running.delete(child);
+        if (verdict) log.write(verdict);
+        else if (this.canceled) log.write('[local-codebuild] stopped: the run was canceled\n');
+        resolvePromise(code ?? (signal ? 128 + 15 : 1));
+      });
+    });
+  }
+}
+
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  setTimeout(() => {
+    try {
+      if (child.exitCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }, 5000).unref();
+}
+
+async function openLog(file: string) {
+  await mkdir(dirname(file), { recursive: true });
+  return createWriteStream(file, { flags: 'a' });
+}
+
+const closeLog = (s: ReturnType<typeof createWriteStream>) => new Promise<void>((r) => s.end(() => r()));

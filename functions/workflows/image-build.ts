@@ -1,0 +1,189 @@
+// The build state machine's own steps (statemachines/image-build.asl.json): one small handler, invoked
+// by Step Functions in AWS and by the local runner locally, with the same events.
+import { getDeps } from '../commons/config.js';
+import {
+  type BuildItem,
+  type BuildPlan,
+  caPath,
+  contextPrefix,
+  exportedDigest,
+  type EnvVar,
+  planBuild,
+  planManifestList,
+} from '../commons/domain/build-plan.js';
+import { generateBuildContext } from '../commons/domain/containerfile/index.js';
+import { readyReason } from '../commons/domain/resources.js';
+import { transition } from '../commons/domain/transitions.js';
+import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
+import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
+import { withEnrollment } from './enrollment.js';
+
+export type BuildStepEvent =
+  | { step: 'prepare'; ref: WorkflowRef }
+  | { step: 'manifest-plan'; ref: WorkflowRef; plan: BuildPlan; built: BuiltItem[] }
+  | { step: 'complete'; ref: WorkflowRef; plan: BuildPlan; built: BuiltItem[]; manifest: { exported: Exported } }
+  | { step: 'fail'; ref: WorkflowRef; error: { Error?: string; Cause?: string } }
+  | { step: 'ended'; ref: WorkflowRef; status: 'ABORTED' | 'TIMED_OUT' | 'FAILED'; cause?: string };
+
+type Exported = { Name: string; Value: string }[];
+type BuiltItem = BuildItem & { result: { exported: Exported } };
+
+/** A run that must not go on (canceled or replaced meanwhile); the state machine records nothing more. */
+export class RunNotActiveError extends Error {
+  override name = 'RunNotActive';
+}
+
+async function load<T extends ImageBuild | Repository>(deps: Deps, orgId: string, kind: string, name: string) {
+  return (await deps.store.get(orgId, kind as 'ImageBuild', name)) as StoredResource<T> | undefined;
+}
+
+async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
+  const build = await load<ImageBuild>(deps, ref.orgId, 'ImageBuild', ref.name);
+  if (!build || build.doc.metadata.uid !== ref.uid || (build.doc.metadata.generation ?? 1) !== ref.generation) {
+    throw new RunNotActiveError(`ImageBuild "${ref.name}" was deleted or replaced`);
+  }
+  if (readyReason(build.doc) !== 'Pending') {
+    throw new RunNotActiveError(`ImageBuild "${ref.name}" is ${readyReason(build.doc)}, not Pending`);
+  }
+  const spec = build.doc.spec;
+  const source = await load<Repository>(deps, ref.orgId, 'Repository', spec.source.repository);
+  const destination = await load<Repository>(deps, ref.orgId, 'Repository', spec.destination.repository);
+  if (!source) throw new Error(`source Repository "${spec.source.repository}" no longer exists; recreate it and retry`);
+  if (!destination) {
+    throw new Error(`destination Repository "${spec.destination.repository}" no longer exists; recreate it and retry`);
+  }
+  let enrollment: Awaited<ReturnType<NonNullable<Deps['enrollment']>['issue']>> | undefined;
+  if (spec.binding.type === 'early') {
+    if (!deps.enrollment) {
+      throw new Error(
+        'early binding needs a Flight Control enrollment service, and none is configured for this deployment; use binding type "late" or ask the operator to configure one',
+      );
+    }
+    enrollment = await deps.enrollment.issue(ref.uid);
+  }
+  const context = generateBuildContext({
+    spec,
+    source: { registry: source.doc.spec.registry, ...(source.doc.spec.scheme ? { scheme: source.doc.spec.scheme } : {}) },
+    settings: deps.settings.agentRepoUrl ? { agentRepoUrl: deps.settings.agentRepoUrl } : {},
+    ...(enrollment ? { enrollment } : {}),
+  });
+  const prefix = contextPrefix(ref);
+  const files: Record<string, string> = { Containerfile: context.containerfile, ...context.files };
+  for (const [side, repo] of [
+    ['SOURCE', source],
+    ['DEST', destination],
+  ] as const) {
+    const ca = repo.doc.spec['ca.crt'];
+    if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
+  }
+  await Promise.all(Object.entries(files).map(([path, body]) => deps.objects.put(`${prefix}${path}`, body)));
+  const plan = planBuild(ref, build, source, destination, deps.settings);
+  const started = await transition(deps, ref, {
+    reason: 'Building',
+    message: `Building ${plan.builds.map((b) => b.arch).join(', ')}`,
+    from: ['Pending'],
+  });
+  if (!started) {
+    await deps.objects.deletePrefix(prefix);
+    throw new RunNotActiveError(`ImageBuild "${ref.name}" left Pending while it was being prepared`);
+  }
+  return plan;
+}
+
+function digestsOf(built: BuiltItem[]): Record<string, string> {
+  return Object.fromEntries(built.map((b) => [b.arch, exportedDigest(b.result.exported)]));
+}
+
+async function complete(deps: Deps, e: Extract<BuildStepEvent, { step: 'complete' }>): Promise<void> {
+  const digests = digestsOf(e.built);
+  const manifestDigest = e.plan.multiArch ? exportedDigest(e.manifest.exported) : (Object.values(digests)[0] as string);
+  // The context (with any enrollment key) goes first: once the status says Completed, nothing is left.
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
+  await transition(deps, e.ref, {
+    reason: 'Completed',
+    message: `Pushed ${e.plan.destination}`,
+    status: {
+      imageReference: e.plan.destination,
+      manifestDigest,
+      architecture: e.plan.builds[0]?.arch,
+      architectures: Object.fromEntries(Object.entries(digests).map(([a, d]) => [a, { digest: d }])),
+    },
+  });
+  await startWaitingExports(deps, e.ref);
+}
+
+/** Exports created while the build ran wait in Pending; their workflows start now. */
+async function startWaitingExports(deps: Deps, ref: WorkflowRef): Promise<void> {
+  const page = await deps.store.queryPage({ orgId: ref.orgId, kind: 'ImageExport', buildRef: ref.name, limit: 1000 });
+  for (const item of page.items as StoredResource<ImageExport>[]) {
+    if (readyReason(item.doc) !== 'Pending') continue;
+    await deps.workflows
+      .start({
+        orgId: item.orgId,
+        kind: 'ImageExport',
+        name: item.name,
+        uid: item.doc.metadata.uid as string,
+        generation: item.doc.metadata.generation ?? 1,
+      })
+      .catch((err: Error) => deps.logger.error('export start failed', { name: item.name, error: err.message }));
+  }
+}
+
+/** The builder's own explanation (its last `IB_ERROR:` line) beats a generic cause. */
+async function failureMessage(deps: Deps, ref: WorkflowRef, error: { Error?: string; Cause?: string }) {
+  const log = await deps.logs.read(ref).catch(() => ({ text: '' }));
+  const lines = log.text.split('\n').filter((l) => l.includes('IB_ERROR:'));
+  const fromBuilder = lines[lines.length - 1]?.replace(/^.*IB_ERROR:\s*/, '').trim();
+  if (fromBuilder) return fromBuilder;
+  if (error.Error === 'States.Timeout') return 'timed out: the builder did not finish in time';
+  let cause = error.Cause ?? '';
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: string };
+    if (parsed.errorMessage) cause = parsed.errorMessage;
+  } catch {
+    // a plain message
+  }
+  return cause ? cause.slice(0, 1000) : `the build failed (${error.Error ?? 'unknown error'})`;
+}
+
+async function fail(deps: Deps, e: Extract<BuildStepEvent, { step: 'fail' }>): Promise<void> {
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
+  if (e.error.Error !== 'RunNotActive') {
+    await transition(deps, e.ref, { reason: 'Failed', message: await failureMessage(deps, e.ref, e.error) });
+  }
+}
+
+/** The execution ended outside the definition's own paths (stopped, timed out, failed hard). */
+async function ended(deps: Deps, e: Extract<BuildStepEvent, { step: 'ended' }>): Promise<void> {
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
+  if (e.status === 'ABORTED') {
+    await transition(deps, e.ref, { reason: 'Canceled', message: 'Canceled' });
+  } else {
+    const message =
+      e.status === 'TIMED_OUT' ? 'timed out: the build workflow ran longer than allowed' : (e.cause ?? 'the build workflow failed');
+    await transition(deps, e.ref, { reason: 'Failed', message });
+  }
+}
+
+export async function runBuildStep(deps: Deps, event: BuildStepEvent): Promise<unknown> {
+  switch (event.step) {
+    case 'prepare':
+      return prepare(deps, event.ref);
+    case 'manifest-plan':
+      return { env: planManifestList(event.plan, digestsOf(event.built)) satisfies EnvVar[] };
+    case 'complete':
+      return complete(deps, event);
+    case 'fail':
+      return fail(deps, event);
+    case 'ended':
+      return ended(deps, event);
+    default:
+      throw new Error(`unknown step ${(event as { step: string }).step}`);
+  }
+}
+
+let deps: Deps | undefined;
+export const handler = (event: BuildStepEvent) => {
+  deps ??= withEnrollment(getDeps());
+  return runBuildStep(deps, event);
+};
