@@ -6,6 +6,7 @@ import {
   listImageBuilds,
   newVersion,
   patchImageBuild,
+  previewContainerfile,
   readLog,
 } from '#commons/domain/image-builds.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
@@ -27,6 +28,8 @@ export const handler = apiHandler({
     await deleteImageBuild(req.deps, req.principal(), req.param('name'));
     return json(200, successStatus(`ImageBuild "${req.param('name')}" deleted`));
   },
+  'POST /api/v1/containerfile': async (req) =>
+    json(200, await previewContainerfile(req.deps, req.principal(), req.body())),
   'PATCH /api/v1/imagebuilds/{name}': async (req) =>
     json(200, await patchImageBuild(req.deps, req.principal(), req.param('name'), req.body())),
   'POST /api/v1/imagebuilds/{name}/cancel': async (req) =>

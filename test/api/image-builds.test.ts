@@ -171,3 +171,39 @@ describe('ImageExport', () => {
     expect((await admin.req('GET', '/api/v1/imagebuilds/src-build')).status).toBe(200);
   });
 });
+
+describe('Containerfile preview (POST /containerfile)', () => {
+  it('answers the Containerfile as text/plain and stores nothing', async () => {
+    const res = await admin.req('POST', '/api/v1/containerfile', imageBuild('preview-only'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(res.text).toMatch(/^FROM quay\.io\/centos-bootc\/centos-bootc:stream9$/m);
+    expect((await admin.req('GET', '/api/v1/imagebuilds/preview-only')).status).toBe(404);
+  });
+
+  it('validates like create: schema, repositories and the rules beyond the schema, naming the field', async () => {
+    const dupFiles = imageBuild('dup', {
+      customizations: {
+        files: [
+          { path: '/etc/a', content: 'x' },
+          { path: '/etc/a', content: 'y' },
+        ],
+      },
+    });
+    for (const path of ['/api/v1/containerfile', '/api/v1/imagebuilds']) {
+      const dup = await admin.req('POST', path, dupFiles);
+      expect([path, dup.status]).toEqual([path, 400]);
+      expect(dup.body.message).toMatch(/^spec\.customizations\.files\[1\]\.path: duplicate/);
+      const badB64 = await admin.req(
+        'POST',
+        path,
+        imageBuild('b64', { customizations: { files: [{ path: '/etc/b', content: '%%%', encoding: 'base64' }] } }),
+      );
+      expect(badB64.status).toBe(400);
+      expect(badB64.body.message).toMatch(/^spec\.customizations\.files\[0\]\.content/);
+      const noRepo = await admin.req('POST', path, imageBuild('x', { source: { repository: 'gone', imageName: 'a', imageTag: 't' } }));
+      expect(noRepo.body.message).toMatch(/^spec\.source\.repository/);
+    }
+    expect((await admin.req('GET', '/api/v1/imagebuilds/dup')).status).toBe(404);
+  });
+});

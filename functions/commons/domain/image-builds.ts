@@ -3,6 +3,11 @@ import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import { ConflictError, InvalidError } from './errors.js';
 import { transition } from './transitions.js';
+import {
+  DEFAULT_AGENT_CONFIG_PATH,
+  renderContainerfile,
+  validateBuildSpecExtras,
+} from './containerfile/index.js';
 import { requireRepository } from './repositories.js';
 import {
   getOrThrow,
@@ -43,10 +48,21 @@ export async function validateImageBuild(deps: Deps, orgId: string, body: unknow
     'spec.destination.repository',
     true,
   );
-  if (input.spec.binding.type !== 'early' && input.spec.binding.type !== 'late') {
-    throw new InvalidError('spec.binding.type', 'must be early or late');
-  }
+  // What the schema cannot say (decoded sizes, duplicates, reserved paths…), so a build that would fail
+  // in Prepare is a 400 now.
+  validateBuildSpecExtras(input.spec, { agentConfigPath: DEFAULT_AGENT_CONFIG_PATH });
   return { input, source, destination };
+}
+
+/** POST /containerfile: the Containerfile a build would use; same validation as create, nothing stored. */
+export async function previewContainerfile(deps: Deps, p: Principal, body: unknown): Promise<string> {
+  authorize(p, 'read');
+  const { input, source } = await validateImageBuild(deps, p.orgId, body);
+  return renderContainerfile({
+    spec: input.spec,
+    source: { registry: source.doc.spec.registry },
+    settings: deps.settings.agentRepoUrl ? { agentRepoUrl: deps.settings.agentRepoUrl } : {},
+  });
 }
 
 export async function createImageBuild(deps: Deps, p: Principal, body: unknown) {

@@ -34,6 +34,7 @@ export const ROUTES: readonly Route[] = [
   r('POST', '/api/v1/imagebuilds/{name}/cancel', 'image-builds'),
   r('POST', '/api/v1/imagebuilds/{name}/newversion', 'image-builds'),
   r('GET', '/api/v1/imagebuilds/{name}/log', 'image-builds'),
+  r('POST', '/api/v1/containerfile', 'image-builds'),
   r('GET', '/api/v1/imageexports', 'image-exports'),
   r('POST', '/api/v1/imageexports', 'image-exports'),
   r('GET', '/api/v1/imageexports/{name}', 'image-exports'),
