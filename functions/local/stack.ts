@@ -5,9 +5,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
+import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-enrollment.js';
 import { FileSecretStore } from '../commons/adapters/file-secrets.js';
 import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
 import { jsonLogger, setDeps, settingsFromEnv } from '../commons/config.js';
+import type { EnrollmentCertificates } from '../commons/domain/enrollment/index.js';
 import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
 import { FileEventPublisher } from './file-events.js';
@@ -31,7 +33,22 @@ export interface LocalStackOptions {
   builderScript?: string;
   heartbeatTimeoutSeconds?: number;
   settings?: Partial<Settings>;
+  /** Early binding; by default from FLIGHTCTL_API_URL, FLIGHTCTL_TOKEN and FLIGHTCTL_CA_FILE when set. */
+  enrollment?: EnrollmentCertificates;
   logger?: Logger;
+}
+
+/** The local stack's Flight Control enrollment service, from the environment (README, "Local stack"). */
+async function enrollmentFromEnv(): Promise<EnrollmentCertificates | undefined> {
+  const apiUrl = process.env.FLIGHTCTL_API_URL;
+  const token = process.env.FLIGHTCTL_TOKEN;
+  if (!apiUrl || !token) return undefined;
+  const caFile = process.env.FLIGHTCTL_CA_FILE;
+  return new FlightctlEnrollmentCertificates({
+    apiUrl,
+    token,
+    ...(caFile ? { caPem: await readFile(caFile, 'utf8') } : {}),
+  });
 }
 
 export interface LocalStack {
@@ -84,8 +101,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
       });
+  const enrollment = opts.enrollment ?? (await enrollmentFromEnv());
   const deps: Deps = {
     settings,
+    ...(enrollment ? { enrollment } : {}),
     store: new DynamoDbResourceStore(dynamo.client, tableName),
     secrets,
     workflows: opts.workflows ?? (runner as LocalStepFunctions),
