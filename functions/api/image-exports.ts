@@ -1,10 +1,10 @@
+import { cancelRun, readLog } from '#commons/domain/image-builds.js';
 import {
   createImageExport,
   deleteImageExport,
   getImageExport,
   listImageExports,
 } from '#commons/domain/image-exports.js';
-import { cancelRun, readLog } from '#commons/domain/image-builds.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
 import { apiHandler, isTrue, json, LOG_FOLLOW_WAIT_MS, logResponse } from '#commons/http/api-handler.js';
 

@@ -40,9 +40,15 @@ function awsDeps(): Deps {
   const settings = settingsFromEnv();
   return {
     settings,
-    events: new EventBridgePublisher(new AwsJsonClient({ service: 'events' }), process.env.EVENT_BUS_NAME ?? 'default'),
+    events: new EventBridgePublisher(
+      new AwsJsonClient({ service: 'events' }),
+      process.env.EVENT_BUS_NAME ?? 'default',
+    ),
     objects: new S3ObjectStore({ bucket: settings.contextBucket }),
-    logs: new CloudWatchBuildLogs(new AwsJsonClient({ service: 'logs' }), process.env.BUILDER_LOG_GROUP ?? ''),
+    logs: new CloudWatchBuildLogs(
+      new AwsJsonClient({ service: 'logs' }),
+      process.env.BUILDER_LOG_GROUP ?? '',
+    ),
     store: new DynamoDbResourceStore(new AwsJsonClient({ service: 'dynamodb' }), required('TABLE_NAME')),
     secrets: new SecretsManagerSecretStore(
       secretsClient,

@@ -43,7 +43,8 @@ export interface LocalCodeBuildOptions {
   script?: string;
 }
 
-const hasCommand = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const hasCommand = (cmd: string) =>
+  spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
 export class LocalCodeBuild {
   private readonly running = new Set<ChildProcess>();
@@ -66,7 +67,9 @@ export class LocalCodeBuild {
     }
     const script = this.opts.script ?? BUILDER_SCRIPT;
     if (!this.opts.script && !hasCommand('buildah')) {
-      log.write('IB_ERROR: buildah is not installed on this machine; install it (Debian/Ubuntu: apt-get install buildah) and retry\n');
+      log.write(
+        'IB_ERROR: buildah is not installed on this machine; install it (Debian/Ubuntu: apt-get install buildah) and retry\n',
+      );
       await closeLog(log);
       throw new BuildFailedError('buildah is not installed');
     }
@@ -79,10 +82,19 @@ export class LocalCodeBuild {
         if (ca && !isAbsolute(ca)) env[`IB_${side}_CA_FILE`] = join(contextDir, ca);
       }
       const digestFile = join(work, 'digest');
-      const code = await this.run(script, { ...env, IB_CONTEXT_DIR: contextDir, IB_DIGEST_FILE: digestFile }, log);
+      const code = await this.run(
+        script,
+        { ...env, IB_CONTEXT_DIR: contextDir, IB_DIGEST_FILE: digestFile },
+        log,
+      );
       if (code !== 0) throw new BuildFailedError(`the builder exited with code ${code}`);
       const digest = (await readFile(digestFile, 'utf8').catch(() => '')).trim();
-      return { Build: { BuildStatus: 'SUCCEEDED', ExportedEnvironmentVariables: [{ Name: 'IB_DIGEST', Value: digest }] } };
+      return {
+        Build: {
+          BuildStatus: 'SUCCEEDED',
+          ExportedEnvironmentVariables: [{ Name: 'IB_DIGEST', Value: digest }],
+        },
+      };
     } finally {
       await closeLog(log);
       await rm(work, { recursive: true, force: true });

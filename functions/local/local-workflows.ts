@@ -39,11 +39,14 @@ export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
 };
 
 export function loadDefinition(file: string, substitutions = LOCAL_SUBSTITUTIONS): Record<string, unknown> {
-  const text = readFileSync(join(STATEMACHINES, file), 'utf8').replace(/\$\{([A-Za-z0-9_]+)\}/g, (m, key: string) => {
-    const value = substitutions[key];
-    if (value === undefined) throw new Error(`${file}: no substitution for ${m}`);
-    return value;
-  });
+  const text = readFileSync(join(STATEMACHINES, file), 'utf8').replace(
+    /\$\{([A-Za-z0-9_]+)\}/g,
+    (m, key: string) => {
+      const value = substitutions[key];
+      if (value === undefined) throw new Error(`${file}: no substitution for ${m}`);
+      return value;
+    },
+  );
   return JSON.parse(text);
 }
 
@@ -84,7 +87,10 @@ export class LocalStepFunctions implements Workflows {
   private async record(action: string, ref: WorkflowRef, extra: Record<string, unknown> = {}) {
     const file = join(this.opts.dataDir, 'executions.jsonl');
     await mkdir(dirname(file), { recursive: true });
-    await appendFile(file, `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`);
+    await appendFile(
+      file,
+      `${JSON.stringify({ time: new Date().toISOString(), action, ...ref, ...extra })}\n`,
+    );
   }
 
   async start(ref: WorkflowRef): Promise<void> {
@@ -101,7 +107,8 @@ export class LocalStepFunctions implements Workflows {
       readSecret: this.opts.readSecret,
       logFile: this.opts.logFile(ref),
       timeoutSeconds: deps.settings.buildTimeoutSeconds,
-      heartbeatTimeoutSeconds: this.opts.heartbeatTimeoutSeconds ?? Math.max(120, deps.settings.heartbeatSeconds * 4),
+      heartbeatTimeoutSeconds:
+        this.opts.heartbeatTimeoutSeconds ?? Math.max(120, deps.settings.heartbeatSeconds * 4),
       onHeartbeat: () => void touch(deps, ref).catch(() => undefined),
       ...(this.opts.builderScript ? { script: this.opts.builderScript } : {}),
     });
@@ -121,23 +128,31 @@ export class LocalStepFunctions implements Workflows {
           PushManifestList: build,
         },
       },
-      context: { Execution: { Id: name, Name: name, Input: ref as Json, StartTime: new Date().toISOString() } },
+      context: {
+        Execution: { Id: name, Name: name, Input: ref as Json, StartTime: new Date().toISOString() },
+      },
       noThrowOnAbort: true,
     });
     const execution: Execution = { ref, abort: run.abort, codebuild, done: Promise.resolve() };
-    execution.done = run.result.then(
-      async () => {
-        if (execution.stopping !== undefined) await step({ step: 'ended', ref, status: 'ABORTED' });
-      },
-      async (err: Error) => {
-        // A failure the definition did not catch (it catches its own): record it as the status rule would.
-        deps.logger.error('local execution failed', { name, error: err.message });
-        await step({ step: 'ended', ref, status: err.name === 'ExecutionTimeoutError' ? 'TIMED_OUT' : 'FAILED', cause: err.message }).catch(
-          () => undefined,
-        );
-      },
-    )
-      .catch((err: Error) => deps.logger.error('recording the end of a local execution failed', { name, error: err.message }))
+    execution.done = run.result
+      .then(
+        async () => {
+          if (execution.stopping !== undefined) await step({ step: 'ended', ref, status: 'ABORTED' });
+        },
+        async (err: Error) => {
+          // A failure the definition did not catch (it catches its own): record it as the status rule would.
+          deps.logger.error('local execution failed', { name, error: err.message });
+          await step({
+            step: 'ended',
+            ref,
+            status: err.name === 'ExecutionTimeoutError' ? 'TIMED_OUT' : 'FAILED',
+            cause: err.message,
+          }).catch(() => undefined);
+        },
+      )
+      .catch((err: Error) =>
+        deps.logger.error('recording the end of a local execution failed', { name, error: err.message }),
+      )
       .finally(() => this.executions.delete(name));
     this.executions.set(name, execution);
     await this.record('start', ref);

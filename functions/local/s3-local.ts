@@ -11,7 +11,11 @@ export interface LocalS3 {
   stop(): Promise<void>;
 }
 
-export async function startS3Local(opts: { directory: string; buckets: string[]; port?: number }): Promise<LocalS3> {
+export async function startS3Local(opts: {
+  directory: string;
+  buckets: string[];
+  port?: number;
+}): Promise<LocalS3> {
   await mkdir(opts.directory, { recursive: true });
   const server = new S3rver({
     port: opts.port ?? 0,

@@ -5,8 +5,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
-import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-enrollment.js';
 import { FileSecretStore } from '../commons/adapters/file-secrets.js';
+import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-enrollment.js';
 import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
 import { jsonLogger, setDeps, settingsFromEnv } from '../commons/config.js';
 import type { EnrollmentCertificates } from '../commons/domain/enrollment/index.js';
@@ -90,7 +90,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const s3 = await startS3Local({ directory: join(dataDir, 's3'), buckets: [bucket] });
   const secrets = new FileSecretStore(join(dataDir, 'secrets'));
   const logs = new FileBuildLogs(join(dataDir, 'logs'));
-  const settings: Settings = { ...settingsFromEnv({ contextBucket: bucket }), ...opts.settings, contextBucket: bucket };
+  const settings: Settings = {
+    ...settingsFromEnv({ contextBucket: bucket }),
+    ...opts.settings,
+    contextBucket: bucket,
+  };
   const runner = opts.workflows
     ? undefined
     : new LocalStepFunctions({
@@ -109,7 +113,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     secrets,
     workflows: opts.workflows ?? (runner as LocalStepFunctions),
     events: new FileEventPublisher(join(dataDir, 'events.jsonl')),
-    objects: new S3ObjectStore({ bucket, endpoint: s3.endpoint, region: 'us-east-1', credentials: LOCAL_S3_CREDENTIALS }),
+    objects: new S3ObjectStore({
+      bucket,
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      credentials: LOCAL_S3_CREDENTIALS,
+    }),
     logs,
     logger: opts.logger ?? jsonLogger,
   };

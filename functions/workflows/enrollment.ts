@@ -22,7 +22,9 @@ class SecretBackedEnrollment implements EnrollmentCertificates {
       .call<{ SecretString?: string }>('GetSecretValue', { SecretId: this.secretId })
       .then(
         (out) =>
-          new FlightctlEnrollmentCertificates(JSON.parse(out.SecretString ?? '{}') as FlightctlEnrollmentSettings),
+          new FlightctlEnrollmentCertificates(
+            JSON.parse(out.SecretString ?? '{}') as FlightctlEnrollmentSettings,
+          ),
       );
     return (await this.delegate).issue(buildUid);
   }

@@ -6,8 +6,8 @@ import {
   type BuildPlan,
   caPath,
   contextPrefix,
-  exportedDigest,
   type EnvVar,
+  exportedDigest,
   planBuild,
   planManifestList,
 } from '../commons/domain/build-plan.js';
@@ -21,7 +21,13 @@ import { withEnrollment } from './enrollment.js';
 export type BuildStepEvent =
   | { step: 'prepare'; ref: WorkflowRef }
   | { step: 'manifest-plan'; ref: WorkflowRef; plan: BuildPlan; built: BuiltItem[] }
-  | { step: 'complete'; ref: WorkflowRef; plan: BuildPlan; built: BuiltItem[]; manifest: { exported: Exported } }
+  | {
+      step: 'complete';
+      ref: WorkflowRef;
+      plan: BuildPlan;
+      built: BuiltItem[];
+      manifest: { exported: Exported };
+    }
   | { step: 'fail'; ref: WorkflowRef; error: { Error?: string; Cause?: string } }
   | { step: 'ended'; ref: WorkflowRef; status: 'ABORTED' | 'TIMED_OUT' | 'FAILED'; cause?: string };
 
@@ -33,13 +39,22 @@ export class RunNotActiveError extends Error {
   override name = 'RunNotActive';
 }
 
-async function load<T extends ImageBuild | Repository>(deps: Deps, orgId: string, kind: string, name: string) {
+async function load<T extends ImageBuild | Repository>(
+  deps: Deps,
+  orgId: string,
+  kind: string,
+  name: string,
+) {
   return (await deps.store.get(orgId, kind as 'ImageBuild', name)) as StoredResource<T> | undefined;
 }
 
 async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
   const build = await load<ImageBuild>(deps, ref.orgId, 'ImageBuild', ref.name);
-  if (!build || build.doc.metadata.uid !== ref.uid || (build.doc.metadata.generation ?? 1) !== ref.generation) {
+  if (
+    !build ||
+    build.doc.metadata.uid !== ref.uid ||
+    (build.doc.metadata.generation ?? 1) !== ref.generation
+  ) {
     throw new RunNotActiveError(`ImageBuild "${ref.name}" was deleted or replaced`);
   }
   if (readyReason(build.doc) !== 'Pending') {
@@ -48,9 +63,12 @@ async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
   const spec = build.doc.spec;
   const source = await load<Repository>(deps, ref.orgId, 'Repository', spec.source.repository);
   const destination = await load<Repository>(deps, ref.orgId, 'Repository', spec.destination.repository);
-  if (!source) throw new Error(`source Repository "${spec.source.repository}" no longer exists; recreate it and retry`);
+  if (!source)
+    throw new Error(`source Repository "${spec.source.repository}" no longer exists; recreate it and retry`);
   if (!destination) {
-    throw new Error(`destination Repository "${spec.destination.repository}" no longer exists; recreate it and retry`);
+    throw new Error(
+      `destination Repository "${spec.destination.repository}" no longer exists; recreate it and retry`,
+    );
   }
   let enrollment: Awaited<ReturnType<NonNullable<Deps['enrollment']>['issue']>> | undefined;
   if (spec.binding.type === 'early') {
@@ -63,7 +81,10 @@ async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
   }
   const context = generateBuildContext({
     spec,
-    source: { registry: source.doc.spec.registry, ...(source.doc.spec.scheme ? { scheme: source.doc.spec.scheme } : {}) },
+    source: {
+      registry: source.doc.spec.registry,
+      ...(source.doc.spec.scheme ? { scheme: source.doc.spec.scheme } : {}),
+    },
     settings: deps.settings.agentRepoUrl ? { agentRepoUrl: deps.settings.agentRepoUrl } : {},
     ...(enrollment ? { enrollment } : {}),
   });
@@ -96,7 +117,9 @@ function digestsOf(built: BuiltItem[]): Record<string, string> {
 
 async function complete(deps: Deps, e: Extract<BuildStepEvent, { step: 'complete' }>): Promise<void> {
   const digests = digestsOf(e.built);
-  const manifestDigest = e.plan.multiArch ? exportedDigest(e.manifest.exported) : (Object.values(digests)[0] as string);
+  const manifestDigest = e.plan.multiArch
+    ? exportedDigest(e.manifest.exported)
+    : (Object.values(digests)[0] as string);
   // The context (with any enrollment key) goes first: once the status says Completed, nothing is left.
   await deps.objects.deletePrefix(contextPrefix(e.ref));
   await transition(deps, e.ref, {
@@ -114,7 +137,12 @@ async function complete(deps: Deps, e: Extract<BuildStepEvent, { step: 'complete
 
 /** Exports created while the build ran wait in Pending; their workflows start now. */
 async function startWaitingExports(deps: Deps, ref: WorkflowRef): Promise<void> {
-  const page = await deps.store.queryPage({ orgId: ref.orgId, kind: 'ImageExport', buildRef: ref.name, limit: 1000 });
+  const page = await deps.store.queryPage({
+    orgId: ref.orgId,
+    kind: 'ImageExport',
+    buildRef: ref.name,
+    limit: 1000,
+  });
   for (const item of page.items as StoredResource<ImageExport>[]) {
     if (readyReason(item.doc) !== 'Pending') continue;
     await deps.workflows
@@ -125,7 +153,9 @@ async function startWaitingExports(deps: Deps, ref: WorkflowRef): Promise<void> 
         uid: item.doc.metadata.uid as string,
         generation: item.doc.metadata.generation ?? 1,
       })
-      .catch((err: Error) => deps.logger.error('export start failed', { name: item.name, error: err.message }));
+      .catch((err: Error) =>
+        deps.logger.error('export start failed', { name: item.name, error: err.message }),
+      );
   }
 }
 
@@ -160,7 +190,9 @@ async function ended(deps: Deps, e: Extract<BuildStepEvent, { step: 'ended' }>):
     await transition(deps, e.ref, { reason: 'Canceled', message: 'Canceled' });
   } else {
     const message =
-      e.status === 'TIMED_OUT' ? 'timed out: the build workflow ran longer than allowed' : (e.cause ?? 'the build workflow failed');
+      e.status === 'TIMED_OUT'
+        ? 'timed out: the build workflow ran longer than allowed'
+        : (e.cause ?? 'the build workflow failed');
     await transition(deps, e.ref, { reason: 'Failed', message });
   }
 }

@@ -197,11 +197,17 @@ describe('Containerfile preview (POST /containerfile)', () => {
       const badB64 = await admin.req(
         'POST',
         path,
-        imageBuild('b64', { customizations: { files: [{ path: '/etc/b', content: '%%%', encoding: 'base64' }] } }),
+        imageBuild('b64', {
+          customizations: { files: [{ path: '/etc/b', content: '%%%', encoding: 'base64' }] },
+        }),
       );
       expect(badB64.status).toBe(400);
       expect(badB64.body.message).toMatch(/^spec\.customizations\.files\[0\]\.content/);
-      const noRepo = await admin.req('POST', path, imageBuild('x', { source: { repository: 'gone', imageName: 'a', imageTag: 't' } }));
+      const noRepo = await admin.req(
+        'POST',
+        path,
+        imageBuild('x', { source: { repository: 'gone', imageName: 'a', imageTag: 't' } }),
+      );
       expect(noRepo.body.message).toMatch(/^spec\.source\.repository/);
     }
     expect((await admin.req('GET', '/api/v1/imagebuilds/dup')).status).toBe(404);

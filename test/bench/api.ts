@@ -67,7 +67,9 @@ export async function benchApi(): Promise<Record<string, number>> {
     await loadTest(1000, CONCURRENCY, bareGet);
     await loadTest(500, CONCURRENCY, (i) => api('GET', `/api/v1/imagebuilds/warm-${i % 200}`));
     const bareBefore = await loadTest(ROUNDS, CONCURRENCY, bareGet);
-    const create = await loadTest(ROUNDS, CONCURRENCY, (i) => api('POST', '/api/v1/imagebuilds', buildDoc(`b-${i}`)));
+    const create = await loadTest(ROUNDS, CONCURRENCY, (i) =>
+      api('POST', '/api/v1/imagebuilds', buildDoc(`b-${i}`)),
+    );
     const get = await loadTest(ROUNDS, CONCURRENCY, (i) => api('GET', `/api/v1/imagebuilds/b-${i % ROUNDS}`));
     const list = await loadTest(ROUNDS / 4, CONCURRENCY, () => api('GET', '/api/v1/imagebuilds?limit=100'));
     const bareAfter = await loadTest(ROUNDS, CONCURRENCY, bareGet);

@@ -9,7 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FlightctlEnrollmentCertificates } from '../../functions/commons/adapters/flightctl-enrollment.js';
 import { buildFixtureBaseImage, hasBuildah, removeImages, sh } from '../fixtures/base-image.js';
 import { type CsrServer, startCsrServer } from '../fixtures/flightctl-csr-server.js';
-import { type Client, imageBuild, repository, startTestStack, type TestStack } from '../fixtures/local-stack.js';
+import {
+  type Client,
+  imageBuild,
+  repository,
+  startTestStack,
+  type TestStack,
+} from '../fixtures/local-stack.js';
 import {
   hasRegistry,
   pushImage,
@@ -22,7 +28,8 @@ const READY = (await hasBuildah()) && (await hasRegistry());
 const id = randomBytes(4).toString('hex');
 const DEST_CREDS = { username: 'robot', password: `pw-${randomBytes(8).toString('hex')}` };
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl edge@site';
-const UNIT = '[Unit]\nDescription=hello "world" $(not a command)\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n';
+const UNIT =
+  '[Unit]\nDescription=hello "world" $(not a command)\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n';
 const MOTD = 'Welcome to `edge`\n$HOME stays literal; "quotes" too\n';
 
 let source: TestRegistry;
@@ -43,10 +50,19 @@ beforeAll(async () => {
   stack = await startTestStack({
     workflows: undefined,
     settings: { buildTimeoutSeconds: 600, heartbeatSeconds: 2 },
-    enrollment: new FlightctlEnrollmentCertificates({ apiUrl: csr.url, token: 'fc-token', caPem: csr.ca.pem, pollIntervalMs: 50 }),
+    enrollment: new FlightctlEnrollmentCertificates({
+      apiUrl: csr.url,
+      token: 'fc-token',
+      caPem: csr.ca.pem,
+      pollIntervalMs: 50,
+    }),
   });
   admin = await stack.as('org-e2e');
-  await admin.req('POST', '/api/v1/repositories', repository('src', { registry: source.host, scheme: 'http' }));
+  await admin.req(
+    'POST',
+    '/api/v1/repositories',
+    repository('src', { registry: source.host, scheme: 'http' }),
+  );
   await admin.req(
     'POST',
     '/api/v1/repositories',
@@ -90,7 +106,14 @@ async function waitFor(name: string, timeoutMs = 300_000) {
 
 /** Pulls the pushed image and mounts it; returns the root of its filesystem. */
 async function mountPushed(ref: string): Promise<string> {
-  await sh('buildah', ['pull', '--quiet', '--tls-verify=false', '--creds', `${DEST_CREDS.username}:${DEST_CREDS.password}`, ref]);
+  await sh('buildah', [
+    'pull',
+    '--quiet',
+    '--tls-verify=false',
+    '--creds',
+    `${DEST_CREDS.username}:${DEST_CREDS.password}`,
+    ref,
+  ]);
   cleanup.images.push(ref);
   const container = (await sh('buildah', ['from', '--pull=never', ref])).stdout.trim();
   cleanup.containers.push(container);
@@ -117,7 +140,10 @@ describe.skipIf(!READY)('build through the local stack with buildah and a real r
     expect(created.status).toBe(201);
     const done = await waitFor('edge-os');
     const log = (await admin.req('GET', '/api/v1/imagebuilds/edge-os/log')).text;
-    expect(done.status.conditions[0], log.slice(-3000)).toMatchObject({ reason: 'Completed', status: 'True' });
+    expect(done.status.conditions[0], log.slice(-3000)).toMatchObject({
+      reason: 'Completed',
+      status: 'True',
+    });
     const ref = `${dest.host}/edge/os:v1`;
     expect(done.status.imageReference).toBe(ref);
     expect(done.status.manifestDigest).toBe(await registryDigest(ref, DEST_CREDS));
@@ -128,7 +154,9 @@ describe.skipIf(!READY)('build through the local stack with buildah and a real r
     const config = await readFile(join(root, 'etc/flightctl/config.yaml'), 'utf8');
     expect(config).toContain('enrollment-service');
     expect(config).toContain('client-certificate-data');
-    expect((await sh('stat', ['-c', '%a', join(root, 'etc/flightctl/config.yaml')])).stdout.trim()).toBe('600');
+    expect((await sh('stat', ['-c', '%a', join(root, 'etc/flightctl/config.yaml')])).stdout.trim()).toBe(
+      '600',
+    );
     expect(await readFile(join(root, 'etc/passwd'), 'utf8')).toMatch(/^edge:/m);
     expect(await readFile(join(root, 'etc/group'), 'utf8')).toMatch(/^wheel:.*\bedge\b/m);
     expect((await readFile(join(root, 'home/edge/.ssh/authorized_keys'), 'utf8')).trim()).toBe(KEY);

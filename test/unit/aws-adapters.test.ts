@@ -28,7 +28,9 @@ beforeAll(async () => {
       target: String(req.headers['x-amz-target']),
       contentType: String(req.headers['content-type']),
       authorization: String(req.headers.authorization),
-      ...(req.headers['x-amz-security-token'] ? { securityToken: String(req.headers['x-amz-security-token']) } : {}),
+      ...(req.headers['x-amz-security-token']
+        ? { securityToken: String(req.headers['x-amz-security-token']) }
+        : {}),
       body: JSON.parse(raw),
     });
     const a = answers.shift() ?? { status: 200, body: {} };
@@ -49,7 +51,13 @@ const client = (service: 'states' | 'secretsmanager') =>
   new AwsJsonClient({ service, endpoint, region: 'eu-west-1', credentials: creds });
 
 const ARN = 'arn:aws:states:eu-west-1:123456789012:stateMachine:image-build';
-const ref = { orgId: 'o', kind: 'ImageBuild' as const, name: 'b', uid: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', generation: 2 };
+const ref = {
+  orgId: 'o',
+  kind: 'ImageBuild' as const,
+  name: 'b',
+  uid: '1b4e28ba-2fa1-11d2-883f-0016d3cca427',
+  generation: 2,
+};
 
 describe('StepFunctionsWorkflows', () => {
   it('starts an execution named by uid and generation, signed with SigV4 for states', async () => {
@@ -68,7 +76,12 @@ describe('StepFunctionsWorkflows', () => {
 
   it('a repeated start (ExecutionAlreadyExists) is harmless; other errors propagate', async () => {
     const wf = new StepFunctionsWorkflows(client('states'), { ImageBuild: ARN, ImageExport: undefined });
-    answers = [{ status: 400, body: { __type: 'com.amazonaws.swf.service.v2.model#ExecutionAlreadyExists', message: 'x' } }];
+    answers = [
+      {
+        status: 400,
+        body: { __type: 'com.amazonaws.swf.service.v2.model#ExecutionAlreadyExists', message: 'x' },
+      },
+    ];
     await expect(wf.start(ref)).resolves.toBeUndefined();
     answers = [{ status: 400, body: { __type: 'AccessDeniedException', message: 'denied' } }];
     await expect(wf.start(ref)).rejects.toThrow(AwsServiceError);

@@ -46,7 +46,8 @@ async function waitFor(name: string, reasons: string[], timeoutMs = 30_000) {
     const res = await admin.req('GET', `/api/v1/imagebuilds/${name}`);
     const reason = res.body?.status?.conditions?.[0]?.reason;
     if (reasons.includes(reason)) return res.body;
-    if (Date.now() > deadline) throw new Error(`${name} stayed ${reason} (${res.body?.status?.conditions?.[0]?.message})`);
+    if (Date.now() > deadline)
+      throw new Error(`${name} stayed ${reason} (${res.body?.status?.conditions?.[0]?.message})`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -76,7 +77,7 @@ describe('image-build state machine, locally', () => {
     expect(done.status.architectures).toEqual({ x86_64: { digest: done.status.manifestDigest } });
     expect(done.status.startTime <= done.status.completionTime).toBe(true);
     const ev = await events(created.body.metadata.uid);
-    expect(ev.map((e) => e['DetailType'])).toEqual(['ImageBuild Started', 'ImageBuild Completed']);
+    expect(ev.map((e) => e.DetailType)).toEqual(['ImageBuild Started', 'ImageBuild Completed']);
     expect(ev[0]).toMatchObject({ Source: 'imagebuilder' });
     expect(JSON.parse(ev[1].Detail)).toMatchObject({
       orgId: 'org-a',
@@ -97,7 +98,11 @@ describe('image-build state machine, locally', () => {
   });
 
   it('multi-arch: one build per architecture in the Map, then a manifest list over their digests', async () => {
-    const created = await admin.req('POST', '/api/v1/imagebuilds', build('multi', 'v2', { architectures: ['x86_64', 'aarch64'] }));
+    const created = await admin.req(
+      'POST',
+      '/api/v1/imagebuilds',
+      build('multi', 'v2', { architectures: ['x86_64', 'aarch64'] }),
+    );
     const done = await waitFor('multi', ['Completed', 'Failed']);
     expect(done.status.conditions[0].reason).toBe('Completed');
     const { x86_64, aarch64 } = done.status.architectures;
@@ -107,7 +112,9 @@ describe('image-build state machine, locally', () => {
     expect(log).toContain('push=registry.example.com:5000/edge/os:v2-aarch64');
     const sources = `registry.example.com:5000/edge/os@${x86_64.digest} registry.example.com:5000/edge/os@${aarch64.digest}`;
     expect(log).toContain(`manifest sources: ${sources}`);
-    expect(done.status.manifestDigest).toBe(`sha256:${sha(`registry.example.com:5000/edge/os:v2 ${sources}`)}`);
+    expect(done.status.manifestDigest).toBe(
+      `sha256:${sha(`registry.example.com:5000/edge/os:v2 ${sources}`)}`,
+    );
     expect((await events(created.body.metadata.uid)).map((e) => e.DetailType)).toEqual([
       'ImageBuild Started',
       'ImageBuild Completed',
@@ -132,7 +139,12 @@ describe('image-build state machine, locally', () => {
     const original = store.get.bind(store);
     let throttled = 0;
     store.get = async (orgId, kind, name) => {
-      if (name === 'flaky' && kind === 'ImageBuild' && throttled === 0 && new Error().stack?.includes('prepare')) {
+      if (
+        name === 'flaky' &&
+        kind === 'ImageBuild' &&
+        throttled === 0 &&
+        new Error().stack?.includes('prepare')
+      ) {
         throttled++;
         throw Object.assign(new Error('Rate exceeded'), { name: 'Lambda.TooManyRequestsException' });
       }
@@ -191,7 +203,9 @@ describe('image-build state machine, locally', () => {
     await stack.runner?.idle();
     const after = await admin.req('GET', '/api/v1/imagebuilds/early-cancel');
     expect(after.body.status.conditions[0].reason).toBe('Canceled');
-    expect((await events(created.body.metadata.uid)).map((e) => e.DetailType)).toEqual(['ImageBuild Canceled']);
+    expect((await events(created.body.metadata.uid)).map((e) => e.DetailType)).toEqual([
+      'ImageBuild Canceled',
+    ]);
   });
 
   it('a Completed build cannot be canceled (409)', async () => {
@@ -208,7 +222,9 @@ describe('image-build state machine, locally', () => {
   it('early binding without an enrollment service configured fails with a message saying what to do', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', build('early', 'v5', { binding: { type: 'early' } }));
     const done = await waitFor('early', ['Failed', 'Completed']);
-    expect(done.status.conditions[0].message).toMatch(/early binding needs a Flight Control enrollment service/);
+    expect(done.status.conditions[0].message).toMatch(
+      /early binding needs a Flight Control enrollment service/,
+    );
   });
 
   it('retry annotation re-runs a Failed build as a new generation; the run completes', async () => {

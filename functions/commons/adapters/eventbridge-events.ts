@@ -23,6 +23,7 @@ export class EventBridgePublisher implements EventPublisher {
       'PutEvents',
       { Entries: [toPutEventsEntry(event, this.busName)] },
     );
-    if (out.FailedEntryCount) throw new Error(`PutEvents failed: ${out.Entries?.[0]?.ErrorMessage ?? 'unknown'}`);
+    if (out.FailedEntryCount)
+      throw new Error(`PutEvents failed: ${out.Entries?.[0]?.ErrorMessage ?? 'unknown'}`);
   }
 }

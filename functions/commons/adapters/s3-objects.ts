@@ -43,7 +43,12 @@ export class S3ObjectStore implements ObjectStore {
     return this.client;
   }
 
-  private async request(method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {
+  private async request(
+    method: string,
+    path: string,
+    body?: string | Uint8Array,
+    headers: Record<string, string> = {},
+  ) {
     const res = await this.signer().fetch(`${this.base}${path}`, {
       method,
       headers,
@@ -72,7 +77,11 @@ export class S3ObjectStore implements ObjectStore {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const q = new URLSearchParams({ 'list-type': '2', prefix, ...(token ? { 'continuation-token': token } : {}) });
+      const q = new URLSearchParams({
+        'list-type': '2',
+        prefix,
+        ...(token ? { 'continuation-token': token } : {}),
+      });
       const res = await this.request('GET', `/?${q}`);
       const xml = await res.text();
       if (!res.ok) throw new Error(`S3 LIST ${prefix}: ${res.status} ${xml.slice(0, 300)}`);

@@ -45,7 +45,9 @@ export function registryEnv(side: 'SOURCE' | 'DEST', repo: StoredResource<Reposi
     plain(`IB_${side}_REGISTRY`, spec.registry),
     plain(`IB_${side}_TLS_VERIFY`, insecure ? 'false' : 'true'),
     ...(spec.ociAuth ? [plain(`IB_${side}_USERNAME`, spec.ociAuth.username)] : []),
-    ...(repo.secretRef ? [{ Name: `IB_${side}_PASSWORD`, Value: repo.secretRef, Type: 'SECRETS_MANAGER' as const }] : []),
+    ...(repo.secretRef
+      ? [{ Name: `IB_${side}_PASSWORD`, Value: repo.secretRef, Type: 'SECRETS_MANAGER' as const }]
+      : []),
     ...(spec['ca.crt'] ? [plain(`IB_${side}_CA_FILE`, caPath(side))] : []),
   ];
 }
@@ -96,7 +98,8 @@ export function planBuild(
 /** Digest a builder run reported (CodeBuild exported variable IB_DIGEST). */
 export function exportedDigest(exported: { Name: string; Value: string }[] | undefined): string {
   const digest = exported?.find((v) => v.Name === 'IB_DIGEST')?.Value ?? '';
-  if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new Error(`the builder reported no valid digest ("${digest}")`);
+  if (!/^sha256:[0-9a-f]{64}$/.test(digest))
+    throw new Error(`the builder reported no valid digest ("${digest}")`);
   return digest;
 }
 

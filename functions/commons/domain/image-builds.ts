@@ -1,13 +1,12 @@
 // ImageBuild: validated, stored Pending, then handed to the build workflow.
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
-import { ConflictError, InvalidError } from './errors.js';
-import { transition } from './transitions.js';
 import {
   DEFAULT_AGENT_CONFIG_PATH,
   renderContainerfile,
   validateBuildSpecExtras,
 } from './containerfile/index.js';
+import { ConflictError, InvalidError } from './errors.js';
 import { requireRepository } from './repositories.js';
 import {
   getOrThrow,
@@ -18,6 +17,7 @@ import {
   readyCondition,
   readyReason,
 } from './resources.js';
+import { transition } from './transitions.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
 import { validateImageBuildBody } from './validation.js';
 
@@ -175,7 +175,11 @@ export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | '
   const ref = workflowRef(item);
   const next =
     reason === 'Pending'
-      ? await transition(deps, ref, { reason: 'Canceled', message: 'Canceled before it started', from: ['Pending'] })
+      ? await transition(deps, ref, {
+          reason: 'Canceled',
+          message: 'Canceled before it started',
+          from: ['Pending'],
+        })
       : await transition(deps, ref, { reason: 'Canceling', message: 'Canceling', from: [reason] });
   if (!next) throw new ConflictError(`${kind} "${name}" changed while canceling; read it again`);
   await deps.workflows.stop(ref, 'canceled by user');
@@ -186,7 +190,9 @@ export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | '
 async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise<StoredResource<ImageBuild>> {
   const reason = readyReason(item.doc) ?? 'Pending';
   if (reason !== 'Failed' && reason !== 'Canceled') {
-    throw new ConflictError(`ImageBuild "${item.name}" is ${reason}; only Failed or Canceled builds can be retried`);
+    throw new ConflictError(
+      `ImageBuild "${item.name}" is ${reason}; only Failed or Canceled builds can be retried`,
+    );
   }
   const next: StoredResource<ImageBuild> = {
     ...item,
@@ -194,7 +200,9 @@ async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise
     doc: {
       ...item.doc,
       metadata: { ...item.doc.metadata, generation: (item.doc.metadata.generation ?? 1) + 1 },
-      status: { conditions: [readyCondition('Pending', 'Retrying: waiting for the build workflow to start')] },
+      status: {
+        conditions: [readyCondition('Pending', 'Retrying: waiting for the build workflow to start')],
+      },
     },
   };
   await deps.store.replace(next, item.version);
@@ -202,9 +210,17 @@ async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise
   return next;
 }
 
-type MergePatch = { metadata?: { labels?: Record<string, string | null> | null; annotations?: Record<string, string | null> | null } };
+type MergePatch = {
+  metadata?: {
+    labels?: Record<string, string | null> | null;
+    annotations?: Record<string, string | null> | null;
+  };
+};
 
-function mergeMap(current: Record<string, string> | undefined, patch: Record<string, string | null> | null | undefined) {
+function mergeMap(
+  current: Record<string, string> | undefined,
+  patch: Record<string, string | null> | null | undefined,
+) {
   if (patch === undefined) return current;
   if (patch === null) return undefined;
   const out = { ...(current ?? {}) };
@@ -234,13 +250,24 @@ export async function patchImageBuild(deps: Deps, p: Principal, name: string, bo
   }
   const validated = validateImageBuildBody({
     ...item.doc,
-    metadata: { name, ...(labels ? { labels } : {}), ...(annotations && Object.keys(annotations).length ? { annotations } : {}) },
+    metadata: {
+      name,
+      ...(labels ? { labels } : {}),
+      ...(annotations && Object.keys(annotations).length ? { annotations } : {}),
+    },
     status: undefined,
   });
   const next: StoredResource<ImageBuild> = {
     ...item,
     version: item.version + 1,
-    doc: { ...item.doc, metadata: { ...item.doc.metadata, labels: validated.metadata.labels, annotations: validated.metadata.annotations } },
+    doc: {
+      ...item.doc,
+      metadata: {
+        ...item.doc.metadata,
+        labels: validated.metadata.labels,
+        annotations: validated.metadata.annotations,
+      },
+    },
   };
   await deps.store.replace(next, item.version);
   if (cancel) return cancelRun(deps, p, KIND, name);
@@ -253,18 +280,23 @@ function validateMergePatch(body: unknown): MergePatch {
   if (!isMap(body) || body === null) throw new InvalidError('body', 'must be a JSON merge patch object');
   const b = body as Record<string, unknown>;
   for (const key of Object.keys(b)) {
-    if (key !== 'metadata') throw new InvalidError(key, 'only metadata.labels and metadata.annotations can be patched');
+    if (key !== 'metadata')
+      throw new InvalidError(key, 'only metadata.labels and metadata.annotations can be patched');
   }
   const meta = b.metadata;
   if (meta === undefined) return {};
   if (!isMap(meta) || meta === null) throw new InvalidError('metadata', 'must be an object');
   for (const [key, value] of Object.entries(meta as Record<string, unknown>)) {
     if (key !== 'labels' && key !== 'annotations') {
-      throw new InvalidError(`metadata.${key}`, 'only metadata.labels and metadata.annotations can be patched');
+      throw new InvalidError(
+        `metadata.${key}`,
+        'only metadata.labels and metadata.annotations can be patched',
+      );
     }
     if (!isMap(value)) throw new InvalidError(`metadata.${key}`, 'must be an object or null');
     for (const [k, v] of Object.entries((value ?? {}) as Record<string, unknown>)) {
-      if (v !== null && typeof v !== 'string') throw new InvalidError(`metadata.${key}[${JSON.stringify(k)}]`, 'must be a string or null');
+      if (v !== null && typeof v !== 'string')
+        throw new InvalidError(`metadata.${key}[${JSON.stringify(k)}]`, 'must be a string or null');
     }
   }
   return b as MergePatch;
@@ -274,9 +306,11 @@ function validateMergePatch(body: unknown): MergePatch {
 export async function newVersion(deps: Deps, p: Principal, name: string, body: unknown) {
   authorize(p, 'write');
   const req = body as { name?: unknown; sourceImageTag?: unknown; destinationImageTag?: unknown } | null;
-  if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new InvalidError('body', 'must be a JSON object');
+  if (typeof req !== 'object' || req === null || Array.isArray(req))
+    throw new InvalidError('body', 'must be a JSON object');
   for (const key of Object.keys(req)) {
-    if (!['name', 'sourceImageTag', 'destinationImageTag'].includes(key)) throw new InvalidError(key, 'unknown field');
+    if (!['name', 'sourceImageTag', 'destinationImageTag'].includes(key))
+      throw new InvalidError(key, 'unknown field');
   }
   const from = await getOrThrow<ImageBuild>(deps, p.orgId, KIND, name);
   const spec = structuredClone(from.doc.spec);
@@ -297,7 +331,10 @@ export async function newVersion(deps: Deps, p: Principal, name: string, body: u
     return await createImageBuild(deps, p, copy);
   } catch (err) {
     if (err instanceof InvalidError) {
-      const field = err.field === 'metadata.name' ? 'name' : err.field.replace(/^spec\.(source|destination)\.imageTag$/, '$1ImageTag');
+      const field =
+        err.field === 'metadata.name'
+          ? 'name'
+          : err.field.replace(/^spec\.(source|destination)\.imageTag$/, '$1ImageTag');
       throw new InvalidError(field, err.message.replace(/^[^:]*: /, ''));
     }
     throw err;

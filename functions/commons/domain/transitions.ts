@@ -97,7 +97,11 @@ async function publishFor(deps: Deps, item: StoredResource<AnyRun>, reason: stri
 export async function touch(deps: Deps, ref: WorkflowRef): Promise<void> {
   const item = (await deps.store.get(ref.orgId, ref.kind, ref.name)) as StoredResource<AnyRun> | undefined;
   if (!item || item.doc.metadata.uid !== ref.uid) return;
-  const next = { ...item, version: item.version + 1, doc: { ...item.doc, status: { ...item.doc.status, lastSeen: now() } } };
+  const next = {
+    ...item,
+    version: item.version + 1,
+    doc: { ...item.doc, status: { ...item.doc.status, lastSeen: now() } },
+  };
   await deps.store.replace(next as StoredResource<AnyRun>, item.version).catch((err) => {
     if (!(err instanceof ConflictError)) throw err;
   });
