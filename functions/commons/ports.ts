@@ -36,6 +36,8 @@ export interface ResourceStore {
   delete(orgId: string, kind: Kind, name: string): Promise<StoredResource | undefined>;
   /** One page in name order, one partition, never a scan. */
   queryPage(q: PageQuery): Promise<{ items: StoredResource[]; more: boolean }>;
+  /** Runs (any org) that entered `reason` before the given ISO time, oldest first (the reconciler). */
+  listInReason(kind: Kind, reason: string, enteredBefore: string, limit: number): Promise<StoredResource[]>;
 }
 
 export interface SecretStore {

@@ -66,6 +66,8 @@ interface Execution {
   codebuild: LocalCodeBuild;
   done: Promise<void>;
   stopping?: string;
+  /** The stack is shutting down: kill, but record nothing (the next start recovers the run). */
+  shuttingDown?: boolean;
 }
 
 export class LocalStepFunctions implements Workflows {
@@ -137,7 +139,9 @@ export class LocalStepFunctions implements Workflows {
     execution.done = run.result
       .then(
         async () => {
-          if (execution.stopping !== undefined) await step({ step: 'ended', ref, status: 'ABORTED' });
+          if (execution.stopping !== undefined && !execution.shuttingDown) {
+            await step({ step: 'ended', ref, status: 'ABORTED' });
+          }
         },
         async (err: Error) => {
           // A failure the definition did not catch (it catches its own): record it as the status rule would.
@@ -156,6 +160,17 @@ export class LocalStepFunctions implements Workflows {
       .finally(() => this.executions.delete(name));
     this.executions.set(name, execution);
     await this.record('start', ref);
+  }
+
+  /** Stack shutdown: builder processes die with it; recoverAfterRestart settles their runs later. */
+  async shutdown(): Promise<void> {
+    for (const execution of this.executions.values()) {
+      execution.shuttingDown = true;
+      execution.stopping = 'local stack shutdown';
+      execution.codebuild.cancel();
+      execution.abort();
+    }
+    await Promise.race([this.idle(), new Promise((r) => setTimeout(r, 10_000))]);
   }
 
   async stop(ref: WorkflowRef, reason: string): Promise<void> {

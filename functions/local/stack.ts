@@ -10,7 +10,10 @@ import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-e
 import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
 import { jsonLogger, setDeps, settingsFromEnv } from '../commons/config.js';
 import type { EnrollmentCertificates } from '../commons/domain/enrollment/index.js';
+import { workflowRef } from '../commons/domain/image-builds.js';
 import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
+import { runBuildStep } from '../workflows/image-build.js';
+import { reconcilePending } from '../workflows/reconciler.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
 import { FileEventPublisher } from './file-events.js';
 import { FileBuildLogs } from './file-logs.js';
@@ -36,6 +39,27 @@ export interface LocalStackOptions {
   /** Early binding; by default from FLIGHTCTL_API_URL, FLIGHTCTL_TOKEN and FLIGHTCTL_CA_FILE when set. */
   enrollment?: EnrollmentCertificates;
   logger?: Logger;
+}
+
+/**
+ * After a restart: runs that were Building or Canceling had their builder processes die with the old
+ * stack, so they end (Failed or Canceled) with a message saying so; Pending ones are started again.
+ */
+async function recoverAfterRestart(deps: Deps, runner: LocalStepFunctions): Promise<void> {
+  const now = new Date().toISOString();
+  for (const reason of ['Building', 'Pushing', 'Canceling']) {
+    for (const item of await deps.store.listInReason('ImageBuild', reason, now, 1000)) {
+      const ref = workflowRef(item);
+      if (runner.isRunning(ref)) continue;
+      await runBuildStep(deps, {
+        step: 'ended',
+        ref,
+        status: reason === 'Canceling' ? 'ABORTED' : 'FAILED',
+        cause: 'the local stack stopped while this build ran; retry it',
+      });
+    }
+  }
+  await reconcilePending(deps, { graceSeconds: 0 });
 }
 
 /** The local stack's Flight Control enrollment service, from the environment (README, "Local stack"). */
@@ -123,6 +147,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     logger: opts.logger ?? jsonLogger,
   };
   setDeps(deps);
+  if (runner) await recoverAfterRestart(deps, runner);
+  // The reconciler, as the cloud schedules it: runs left Pending by a failed hand-off get started.
+  const sweep = runner
+    ? setInterval(() => void reconcilePending(deps, { graceSeconds: 30 }).catch(() => undefined), 30_000)
+    : undefined;
+  sweep?.unref();
   const server = createLocalServer({ jwtSecret });
   await new Promise<void>((res, rej) => {
     server.once('error', rej);
@@ -139,9 +169,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     ...(runner ? { runner } : {}),
     token: (claims) => signLocalToken(jwtSecret, { sub: claims.sub ?? 'local-user', ...claims }),
     stop: async () => {
+      if (sweep) clearInterval(sweep);
       server.closeAllConnections();
       await new Promise<void>((res) => server.close(() => res()));
-      if (runner) await Promise.race([runner.idle(), new Promise((r) => setTimeout(r, 10_000))]);
+      if (runner) await runner.shutdown();
       await s3.stop();
       if (ownDynamo) await dynamo.stop();
     },

@@ -9,6 +9,7 @@ import type { PageQuery, ResourceStore, StoredResource } from '../ports.js';
 import { type AwsJsonClient, isAwsError } from './aws-json.js';
 
 export const BY_BUILD_INDEX = 'byBuild';
+export const BY_REASON_INDEX = 'byReason';
 
 interface Item {
   pk: string;
@@ -23,6 +24,10 @@ interface Item {
   secretRef?: string;
   reason?: string;
   uid?: string;
+  /** Sparse index byReason, set only while a build or export has not ended: "<kind>#<reason>". */
+  rpk?: string;
+  /** "<time the reason was entered>#<org>#<name>": oldest first within a reason. */
+  rsk?: string;
 }
 
 const pk = (orgId: string, kind: Kind) => `${orgId}#${kind}`;
@@ -47,8 +52,12 @@ function unmarshall(m: Marshalled): Record<string, unknown> {
   return out;
 }
 
+const ACTIVE = new Set(['Pending', 'Building', 'Pushing', 'Converting', 'Canceling']);
+
 function toItem(r: StoredResource): Item {
   const reason = readyReason(r.doc);
+  const since = (r.doc.status as { conditions?: { lastTransitionTime?: string }[] } | undefined)
+    ?.conditions?.[0]?.lastTransitionTime;
   return {
     pk: pk(r.orgId, r.kind),
     sk: r.name,
@@ -61,6 +70,9 @@ function toItem(r: StoredResource): Item {
     ...(r.secretRef ? { secretRef: r.secretRef } : {}),
     ...(reason ? { reason } : {}),
     ...(r.doc.metadata.uid ? { uid: r.doc.metadata.uid } : {}),
+    ...(reason && ACTIVE.has(reason) && since
+      ? { rpk: `${r.kind}#${reason}`, rsk: `${since}#${r.orgId}#${r.name}` }
+      : {}),
   };
 }
 
@@ -132,6 +144,22 @@ export class DynamoDbResourceStore implements ResourceStore {
     return out.Attributes ? fromItem(unmarshall(out.Attributes)) : undefined;
   }
 
+  async listInReason(
+    kind: Kind,
+    reason: string,
+    enteredBefore: string,
+    limit: number,
+  ): Promise<StoredResource[]> {
+    const out = await this.db.call<{ Items?: Marshalled[] }>('Query', {
+      TableName: this.tableName,
+      IndexName: BY_REASON_INDEX,
+      KeyConditionExpression: 'rpk = :p AND rsk < :before',
+      ExpressionAttributeValues: { ':p': { S: `${kind}#${reason}` }, ':before': { S: enteredBefore } },
+      Limit: limit,
+    });
+    return (out.Items ?? []).map((i) => fromItem(unmarshall(i)));
+  }
+
   async queryPage(q: PageQuery): Promise<{ items: StoredResource[]; more: boolean }> {
     const base = pk(q.orgId, q.kind);
     const query = q.buildRef
@@ -175,6 +203,8 @@ export const TABLE_DEFINITION = {
     { AttributeName: 'sk', AttributeType: 'S' },
     { AttributeName: 'gsi1pk', AttributeType: 'S' },
     { AttributeName: 'gsi1sk', AttributeType: 'S' },
+    { AttributeName: 'rpk', AttributeType: 'S' },
+    { AttributeName: 'rsk', AttributeType: 'S' },
   ],
   KeySchema: [
     { AttributeName: 'pk', KeyType: 'HASH' },
@@ -186,6 +216,14 @@ export const TABLE_DEFINITION = {
       KeySchema: [
         { AttributeName: 'gsi1pk', KeyType: 'HASH' },
         { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'ALL' },
+    },
+    {
+      IndexName: BY_REASON_INDEX,
+      KeySchema: [
+        { AttributeName: 'rpk', KeyType: 'HASH' },
+        { AttributeName: 'rsk', KeyType: 'RANGE' },
       ],
       Projection: { ProjectionType: 'ALL' },
     },
