@@ -1,0 +1,168 @@
+// cancel, PATCH (merge patch of labels/annotations with the cancel/retry annotations), newversion and
+// the log endpoint, through the local gateway with the workflows port observed.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workflowRef } from '../../functions/commons/domain/image-builds.js';
+import { transition } from '../../functions/commons/domain/transitions.js';
+import {
+  type Client,
+  imageBuild,
+  seedRepositories,
+  startTestStack,
+  type TestStack,
+} from '../fixtures/local-stack.js';
+
+let stack: TestStack;
+let admin: Client;
+const MERGE = { 'content-type': 'application/merge-patch+json' };
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  admin = await stack.as('org-a');
+  await seedRepositories(admin);
+});
+afterAll(() => stack.close());
+
+async function setReason(name: string, reason: string) {
+  const item = await stack.deps.store.get('org-a', 'ImageBuild', name);
+  if (!item) throw new Error(name);
+  await transition(stack.deps, workflowRef(item), { reason, message: reason });
+}
+
+describe('cancel', () => {
+  it('Pending → Canceled at once; Building → Canceling with the execution stopped; 409 afterwards; 404 missing', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('p'));
+    const p = await admin.req('POST', '/api/v1/imagebuilds/p/cancel');
+    expect(p.status).toBe(200);
+    expect(p.body.status.conditions[0]).toMatchObject({ reason: 'Canceled', status: 'False' });
+    expect((await admin.req('POST', '/api/v1/imagebuilds/p/cancel')).status).toBe(409);
+
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('b'));
+    await setReason('b', 'Building');
+    const stopsBefore = stack.workflows.stops.length;
+    const b = await admin.req('POST', '/api/v1/imagebuilds/b/cancel');
+    expect(b.body.status.conditions[0].reason).toBe('Canceling');
+    expect(stack.workflows.stops.slice(stopsBefore)).toEqual([
+      { ref: expect.objectContaining({ name: 'b', kind: 'ImageBuild' }), reason: 'canceled by user' },
+    ]);
+    expect((await admin.req('POST', '/api/v1/imagebuilds/b/cancel')).status).toBe(409);
+    expect((await admin.req('POST', '/api/v1/imagebuilds/none/cancel')).status).toBe(404);
+    const viewer = await stack.as('org-a', ['viewer']);
+    expect((await viewer.req('POST', '/api/v1/imagebuilds/p/cancel')).status).toBe(403);
+  });
+});
+
+describe('PATCH /imagebuilds/{name}', () => {
+  it('merges labels and annotations (null removes), bumps resourceVersion, keeps the spec', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('m', {}, { labels: { a: '1', b: '2' } }));
+    const res = await admin.req(
+      'PATCH',
+      '/api/v1/imagebuilds/m',
+      { metadata: { labels: { b: null, c: '3' }, annotations: { note: 'hi' } } },
+      MERGE,
+    );
+    expect(res.status).toBe(200);
+    expect(res.body.metadata.labels).toEqual({ a: '1', c: '3' });
+    expect(res.body.metadata.annotations).toEqual({ note: 'hi' });
+    expect(res.body.metadata.resourceVersion).toBe('2');
+    expect(res.body.metadata.generation).toBe(1);
+  });
+
+  it('rejects anything but metadata.labels/annotations, and invalid labels, naming the field', async () => {
+    for (const [body, field] of [
+      [{ spec: { binding: { type: 'early' } } }, 'spec'],
+      [{ metadata: { name: 'x' } }, 'metadata.name'],
+      [{ metadata: { labels: { 'bad key': 'v' } } }, 'metadata.labels'],
+      [{ metadata: { labels: { k: 5 } } }, 'metadata.labels'],
+    ] as const) {
+      const res = await admin.req('PATCH', '/api/v1/imagebuilds/m', body, MERGE);
+      expect([field, res.status]).toEqual([field, 400]);
+      expect(res.body.message.startsWith(field)).toBe(true);
+    }
+  });
+
+  it('the cancel annotation cancels; the retry annotation re-runs a Canceled build as generation 2', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('r'));
+    const canceled = await admin.req(
+      'PATCH',
+      '/api/v1/imagebuilds/r',
+      { metadata: { annotations: { 'imagebuilder.flightctl.io/cancel': 'true' } } },
+      MERGE,
+    );
+    expect(canceled.body.status.conditions[0].reason).toBe('Canceled');
+    expect(canceled.body.metadata.annotations).toBeUndefined();
+    const startsBefore = stack.workflows.starts.length;
+    const retried = await admin.req(
+      'PATCH',
+      '/api/v1/imagebuilds/r',
+      { metadata: { annotations: { 'imagebuilder.flightctl.io/retry': 'true' } } },
+      MERGE,
+    );
+    expect(retried.status).toBe(200);
+    expect(retried.body.metadata.generation).toBe(2);
+    expect(retried.body.status.conditions[0].reason).toBe('Pending');
+    expect(stack.workflows.starts.slice(startsBefore)).toEqual([
+      expect.objectContaining({ name: 'r', generation: 2 }),
+    ]);
+    const again = await admin.req(
+      'PATCH',
+      '/api/v1/imagebuilds/r',
+      { metadata: { annotations: { 'imagebuilder.flightctl.io/retry': 'true' } } },
+      MERGE,
+    );
+    expect(again.status).toBe(409);
+  });
+});
+
+describe('newversion', () => {
+  it('copies the spec under a new name with new tags and the new-version-from annotation', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('v1', {}, { labels: { app: 'os' } }));
+    const res = await admin.req('POST', '/api/v1/imagebuilds/v1/newversion', {
+      name: 'v2',
+      destinationImageTag: 'v2.0.0',
+    });
+    expect(res.status).toBe(201);
+    expect(res.body.metadata).toMatchObject({
+      name: 'v2',
+      labels: { app: 'os' },
+      annotations: { 'flightctl.io/new-version-from': 'v1' },
+    });
+    expect(res.body.spec.destination.imageTag).toBe('v2.0.0');
+    expect(res.body.spec.source.imageTag).toBe('stream9');
+    expect((await admin.req('POST', '/api/v1/imagebuilds/v1/newversion', { name: 'v2' })).status).toBe(409);
+    expect((await admin.req('POST', '/api/v1/imagebuilds/nope/newversion', { name: 'v3' })).status).toBe(404);
+    const bad = await admin.req('POST', '/api/v1/imagebuilds/v1/newversion', {
+      name: 'v3',
+      sourceImageTag: '-x',
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toMatch(/^sourceImageTag: /);
+    const badName = await admin.req('POST', '/api/v1/imagebuilds/v1/newversion', { name: 'Bad' });
+    expect(badName.body.message).toMatch(/^name: /);
+  });
+});
+
+describe('log', () => {
+  it('serves the run’s log with a cursor; follow waits for more until the build ends; installer gets 403', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('logged'));
+    const item = await stack.deps.store.get('org-a', 'ImageBuild', 'logged');
+    const ref = workflowRef(item!);
+    const { appendFile, mkdir } = await import('node:fs/promises');
+    const { dirname } = await import('node:path');
+    const file = (stack.deps.logs as unknown as { pathOf(r: typeof ref): string }).pathOf(ref);
+    await mkdir(dirname(file), { recursive: true });
+    await appendFile(file, 'line 1\n');
+    const first = await admin.req('GET', '/api/v1/imagebuilds/logged/log');
+    expect(first.text).toBe('line 1\n');
+    expect(first.headers.get('x-log-complete')).toBe('false');
+    const cursor = first.headers.get('x-log-cursor');
+    const followed = admin.req('GET', `/api/v1/imagebuilds/logged/log?follow=true&cursor=${cursor}`);
+    await new Promise((r) => setTimeout(r, 700));
+    await appendFile(file, 'line 2\n');
+    const second = await followed;
+    expect(second.text).toBe('line 2\n');
+    const installer = await stack.as('org-a', ['installer']);
+    expect((await installer.req('GET', '/api/v1/imagebuilds/logged/log')).status).toBe(403);
+    const viewer = await stack.as('org-a', ['viewer']);
+    expect((await viewer.req('GET', '/api/v1/imagebuilds/logged/log')).status).toBe(200);
+  });
+});
