@@ -1,6 +1,7 @@
 // `npm run bench`: prints figures (not asserted) for the targets in the issues. Each figure is a ratio
 // against a baseline measured in the same run, so it means the same on any machine.
 import { benchApi, benchBundles } from './api.js';
+import { benchBuild, benchDispatch, benchGeneration } from './workflow.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -8,6 +9,9 @@ const only = process.argv[2];
 const suites: Record<string, () => Promise<Record<string, number>>> = {
   api: benchApi,
   bundles: benchBundles,
+  generation: benchGeneration,
+  dispatch: benchDispatch,
+  build: benchBuild,
 };
 
 const summary: Record<string, number> = {};

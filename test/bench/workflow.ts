@@ -1,0 +1,196 @@
+// Benchmarks of the build workflow (issue 4) and Containerfile generation (issue 3):
+// - dispatch: create → builder started, through the local gateway, the real state machine file and the
+//   local runner (the builder is a stand-in that only records when it started);
+// - overhead: a whole local build through the API ÷ a bare `buildah bud && buildah push` of the same
+//   Containerfile and context, in the same run (needs buildah and docker-registry);
+// - cache: a second build of the same spec ÷ the first.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { generateBuildContext } from '../../functions/commons/domain/containerfile/index.js';
+import { type LocalStack, startLocalStack } from '../../functions/local/stack.js';
+import { buildFixtureBaseImage, hasBuildah, removeImages, sh } from '../fixtures/base-image.js';
+import { benchContainerfileGeneration } from '../fixtures/containerfile-bench.js';
+import { hasRegistry, pushImage, startRegistry } from '../fixtures/registry.js';
+import { fmt, percentile, printTable, timeOne } from './stats.js';
+
+const silent = { info: () => undefined, error: () => undefined };
+
+async function api(stack: LocalStack, token: string, method: string, path: string, body?: unknown) {
+  const res = await fetch(`${stack.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+const buildDoc = (name: string, src: string, dst: string, srcImage: string, tag: string) => ({
+  apiVersion: 'flightctl.io/v1alpha1',
+  kind: 'ImageBuild',
+  metadata: { name },
+  spec: {
+    source: { repository: src, imageName: srcImage, imageTag: '1' },
+    destination: { repository: dst, imageName: 'bench/os', imageTag: tag },
+    binding: { type: 'late' },
+    customizations: { files: [{ path: '/etc/motd', content: 'bench\n' }] },
+  },
+});
+
+async function waitDone(stack: LocalStack, token: string, name: string) {
+  for (;;) {
+    const b = await api(stack, token, 'GET', `/api/v1/imagebuilds/${name}`);
+    const reason = b.status?.conditions?.[0]?.reason;
+    if (reason === 'Completed') return b;
+    if (reason === 'Failed' || reason === 'Canceled')
+      throw new Error(`${name}: ${b.status.conditions[0].message}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export async function benchGeneration(): Promise<Record<string, number>> {
+  const g = benchContainerfileGeneration(300);
+  printTable('Containerfile generation (largest allowed spec)', [
+    ['body KB', 'p50 ms', 'p95 ms', 'max ms', 'target'],
+    [fmt(g.bodyBytes / 1024, 0), fmt(g.p50Ms), fmt(g.p95Ms), fmt(g.maxMs), '< 5 ms'],
+  ]);
+  return { 'generation p50 ms': g.p50Ms, 'generation p95 ms': g.p95Ms };
+}
+
+export async function benchDispatch(): Promise<Record<string, number>> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'ib-bench-dispatch-'));
+  const stack = await startLocalStack({
+    port: 0,
+    dataDir,
+    inMemory: true,
+    logger: silent,
+    builderScript: join(process.cwd(), 'test/fixtures/stamp-builder.sh'),
+  });
+  try {
+    const token = await stack.token({ org_id: 'bench', roles: ['admin'] });
+    for (const [name, mode] of [
+      ['src', 'Read'],
+      ['dst', 'ReadWrite'],
+    ]) {
+      await api(stack, token, 'POST', '/api/v1/repositories', {
+        apiVersion: 'flightctl.io/v1beta1',
+        kind: 'Repository',
+        metadata: { name },
+        spec: { type: 'oci', registry: 'registry.example.com', accessMode: mode },
+      });
+    }
+    const samples: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      const tag = `d${i}`;
+      const marker = join(
+        tmpdir(),
+        `started-${createHash('sha256').update(`registry.example.com/bench/os:${tag}`).digest('hex').slice(0, 16)}`,
+      );
+      await rm(marker, { force: true });
+      const t0 = BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+      const wall0 = Date.now();
+      await api(
+        stack,
+        token,
+        'POST',
+        '/api/v1/imagebuilds',
+        buildDoc(`d-${i}`, 'src', 'dst', 'centos-bootc/centos-bootc', tag),
+      );
+      await waitDone(stack, token, `d-${i}`);
+      const started = Number((await readFile(marker, 'utf8')).trim().slice(0, -6)); // ms since epoch
+      void t0;
+      await rm(marker, { force: true });
+      if (i >= 10) samples.push(started - wall0);
+    }
+    printTable('Dispatch: create → builder process started (local runner, 50 builds)', [
+      ['p50 ms', 'p99 ms', 'Flight Control polls every', 'target p99'],
+      [fmt(percentile(samples, 50)), fmt(percentile(samples, 99)), '10 000 ms', '≤ 50 ms'],
+    ]);
+    return { 'dispatch p50 ms': percentile(samples, 50), 'dispatch p99 ms': percentile(samples, 99) };
+  } finally {
+    await stack.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+export async function benchBuild(): Promise<Record<string, number>> {
+  if (!(await hasBuildah()) || !(await hasRegistry())) {
+    console.log(
+      '\n## Build overhead: skipped (needs buildah and docker-registry; `bash .ci/run` installs them)',
+    );
+    return {};
+  }
+  const id = randomBytes(3).toString('hex');
+  const registry = await startRegistry();
+  const base = `localhost/ib-bench-base:${id}`;
+  const dataDir = await mkdtemp(join(tmpdir(), 'ib-bench-build-'));
+  const bareDir = await mkdtemp(join(tmpdir(), 'ib-bench-bare-'));
+  const cleanupRefs = [base];
+  let stack: LocalStack | undefined;
+  try {
+    await buildFixtureBaseImage(base);
+    await pushImage(base, `${registry.host}/fixtures/base:1`);
+    const doc = buildDoc('x', 'src', 'dst', 'fixtures/base', 'bare');
+    // Bare: the same generated Containerfile and context, built and pushed with buildah directly.
+    const ctx = generateBuildContext({
+      spec: doc.spec as never,
+      source: { registry: registry.host },
+      settings: {},
+    });
+    await writeFile(join(bareDir, 'Containerfile'), ctx.containerfile);
+    for (const [p, content] of Object.entries(ctx.files)) {
+      await mkdir(dirname(join(bareDir, p)), { recursive: true });
+      await writeFile(join(bareDir, p), content);
+    }
+    const bareRef = `${registry.host}/bench/bare:${id}`;
+    cleanupRefs.push(bareRef);
+    const bare = await timeOne(async () => {
+      await sh('buildah', ['bud', '--isolation', 'chroot', '--tls-verify=false', '-t', bareRef, '.'], {
+        cwd: bareDir,
+      });
+      await sh('buildah', ['push', '--tls-verify=false', bareRef]);
+    });
+
+    stack = await startLocalStack({ port: 0, dataDir, inMemory: true, logger: silent });
+    const token = await stack.token({ org_id: 'bench', roles: ['admin'] });
+    for (const name of ['src', 'dst']) {
+      await api(stack, token, 'POST', '/api/v1/repositories', {
+        apiVersion: 'flightctl.io/v1beta1',
+        kind: 'Repository',
+        metadata: { name },
+        spec: { type: 'oci', registry: registry.host, scheme: 'http', accessMode: 'ReadWrite' },
+      });
+    }
+    const s = stack;
+    const run = (name: string, tag: string) =>
+      timeOne(async () => {
+        await api(
+          s,
+          token,
+          'POST',
+          '/api/v1/imagebuilds',
+          buildDoc(name, 'src', 'dst', 'fixtures/base', tag),
+        );
+        await waitDone(s, token, name);
+      });
+    const first = await run('first', `first-${id}`);
+    const cached = await run('cached', `cached-${id}`);
+    cleanupRefs.push(`${registry.host}/bench/os:first-${id}`, `${registry.host}/bench/os:cached-${id}`);
+    printTable('Build through the local stack vs bare buildah (fixture base image, local registry)', [
+      ['run', 'seconds', 'ratio', 'target'],
+      ['bare buildah bud + push', fmt(bare / 1000), '1.00', ''],
+      ['first build (API → Completed)', fmt(first / 1000), fmt(first / bare), '≤ 1.15'],
+      ['cached rebuild (same spec)', fmt(cached / 1000), fmt(cached / first), '≤ 0.30 of first'],
+    ]);
+    return { 'build overhead ratio': first / bare, 'cached rebuild ratio': cached / first };
+  } finally {
+    await stack?.stop();
+    await registry.stop();
+    await removeImages(...cleanupRefs).catch(() => undefined);
+    await rm(dataDir, { recursive: true, force: true });
+    await rm(bareDir, { recursive: true, force: true });
+  }
+}
