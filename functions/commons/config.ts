@@ -2,7 +2,7 @@
 // stack and tests call setDeps() with their own adapters first; the handlers stay the same.
 import { AwsJsonClient } from './adapters/aws-json.js';
 import { CloudWatchBuildLogs } from './adapters/cloudwatch-logs.js';
-import { DynamoDbResourceStore } from './adapters/dynamodb-store.js';
+import { DynamoDbQuotaLedger, DynamoDbResourceStore } from './adapters/dynamodb-store.js';
 import { EventBridgePublisher } from './adapters/eventbridge-events.js';
 import { S3ObjectStore } from './adapters/s3-objects.js';
 import { SecretsManagerSecretStore } from './adapters/secrets-manager.js';
@@ -32,11 +32,40 @@ export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
     buildTimeoutSeconds: num('BUILD_TIMEOUT_SECONDS', defaults.buildTimeoutSeconds ?? 7200),
     heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
     ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
+    quota: {
+      ...(process.env.QUOTA_ACTIVE_BUILDS ? { activeBuilds: num('QUOTA_ACTIVE_BUILDS', 10) } : {}),
+      ...(process.env.QUOTA_BUILDS_PER_WINDOW
+        ? { buildsPerWindow: num('QUOTA_BUILDS_PER_WINDOW', 100) }
+        : {}),
+      ...(process.env.QUOTA_WINDOW_DAYS ? { windowSeconds: num('QUOTA_WINDOW_DAYS', 14) * 86400 } : {}),
+      ...defaults.quota,
+    },
+    quotaOverrides: parseOverrides(process.env.QUOTA_OVERRIDES),
   };
+}
+
+/** QUOTA_OVERRIDES: JSON {"<org>": {"activeBuilds": n, "buildsPerWindow": n, "windowDays": n}}. */
+function parseOverrides(raw: string | undefined): Settings['quotaOverrides'] {
+  if (!raw) return {};
+  const parsed = JSON.parse(raw) as Record<
+    string,
+    { activeBuilds?: number; buildsPerWindow?: number; windowDays?: number }
+  >;
+  return Object.fromEntries(
+    Object.entries(parsed).map(([org, o]) => [
+      org,
+      {
+        ...(o.activeBuilds ? { activeBuilds: o.activeBuilds } : {}),
+        ...(o.buildsPerWindow ? { buildsPerWindow: o.buildsPerWindow } : {}),
+        ...(o.windowDays ? { windowSeconds: o.windowDays * 86400 } : {}),
+      },
+    ]),
+  );
 }
 
 function awsDeps(): Deps {
   const secretsClient = new AwsJsonClient({ service: 'secretsmanager' });
+  const dynamodb = new AwsJsonClient({ service: 'dynamodb' });
   const settings = settingsFromEnv();
   return {
     settings,
@@ -49,7 +78,8 @@ function awsDeps(): Deps {
       new AwsJsonClient({ service: 'logs' }),
       process.env.BUILDER_LOG_GROUP ?? '',
     ),
-    store: new DynamoDbResourceStore(new AwsJsonClient({ service: 'dynamodb' }), required('TABLE_NAME')),
+    store: new DynamoDbResourceStore(dynamodb, required('TABLE_NAME')),
+    quotas: new DynamoDbQuotaLedger(dynamodb, required('TABLE_NAME')),
     secrets: new SecretsManagerSecretStore(
       secretsClient,
       required('SECRETS_PREFIX'),

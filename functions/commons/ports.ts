@@ -1,6 +1,7 @@
 // The ports the domain talks through. Each has an AWS adapter (functions/commons/adapters/*) and, where the
 // local stack needs one, a local adapter next to it. Nothing here imports the AWS SDK.
 import type { EnrollmentCertificates } from './domain/enrollment/index.js';
+import type { QuotaLedgerState, QuotaLimits } from './domain/quotas.js';
 import type { AnyResource, Kind } from './domain/types.js';
 
 export interface StoredResource<R extends AnyResource = AnyResource> {
@@ -100,6 +101,16 @@ export interface BuildLogs {
   read(ref: WorkflowRef, cursor?: string): Promise<{ text: string; cursor: string }>;
 }
 
+/** The per-org quota ledger: one item per org, updated with optimistic concurrency. */
+export interface QuotaLedger {
+  read(orgId: string): Promise<QuotaLedgerState>;
+  /**
+   * Applies `change` to the current state and writes the result conditionally, retrying on a
+   * concurrent write; `change` may throw (the quota is exceeded) or return undefined (nothing to do).
+   */
+  update(orgId: string, change: (state: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void>;
+}
+
 export interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;
@@ -112,6 +123,10 @@ export interface Settings {
   buildTimeoutSeconds: number;
   heartbeatSeconds: number;
   agentRepoUrl?: string;
+  /** Deployment-wide quota limits (defaults: 10 active builds, 100 builds per 14 days). */
+  quota?: Partial<QuotaLimits>;
+  /** Per-org overrides of the quota limits. */
+  quotaOverrides?: Record<string, Partial<QuotaLimits>>;
 }
 
 export interface Deps {
@@ -119,6 +134,7 @@ export interface Deps {
   /** Early binding; absent when no Flight Control enrollment service is configured. */
   enrollment?: EnrollmentCertificates;
   store: ResourceStore;
+  quotas: QuotaLedger;
   secrets: SecretStore;
   workflows: Workflows;
   events: EventPublisher;

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
+import { DynamoDbQuotaLedger, DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
 import { FileSecretStore } from '../commons/adapters/file-secrets.js';
 import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-enrollment.js';
 import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
@@ -134,6 +134,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     settings,
     ...(enrollment ? { enrollment } : {}),
     store: new DynamoDbResourceStore(dynamo.client, tableName),
+    quotas: new DynamoDbQuotaLedger(dynamo.client, tableName),
     secrets,
     workflows: opts.workflows ?? (runner as LocalStepFunctions),
     events: new FileEventPublisher(join(dataDir, 'events.jsonl')),

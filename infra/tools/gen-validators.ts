@@ -72,6 +72,16 @@ function main(): void {
   const dts = Object.keys(VALIDATED)
     .map((fn) => `export declare const ${fn}: Validator;`)
     .join('\n');
+  // The document itself (served at GET /api/v1/openapi.json) and the product version.
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+  writeFileSync(
+    join(out, 'openapi.js'),
+    `// Generated from openapi.yaml and package.json by infra/tools/gen-validators.ts. Do not edit.\nexport const OPENAPI = ${JSON.stringify(loadOpenApi())};\nexport const VERSION = ${JSON.stringify(pkg.version)};\n`,
+  );
+  writeFileSync(
+    join(out, 'openapi.d.ts'),
+    'export declare const OPENAPI: Record<string, unknown>;\nexport declare const VERSION: string;\n',
+  );
   writeFileSync(
     join(out, 'validators.d.ts'),
     `export interface ValidationError { instancePath: string; keyword: string; params: Record<string, unknown>; message?: string }\nexport interface Validator { (data: unknown): boolean; errors?: ValidationError[] | null }\n${dts}\n`,

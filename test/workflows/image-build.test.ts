@@ -52,13 +52,19 @@ async function waitFor(name: string, reasons: string[], timeoutMs = 30_000) {
   }
 }
 
-async function events(uid: string) {
-  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((e) => JSON.parse(e.Detail).uid === uid);
+/** The events of one run; waits briefly, since the status write lands just before its event. */
+async function events(uid: string, atLeast = 2) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
+    const found = text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+      .filter((e) => JSON.parse(e.Detail).uid === uid);
+    if (found.length >= atLeast || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 const build = (name: string, tag: string, spec: Record<string, unknown> = {}) =>

@@ -3,9 +3,10 @@
 //   gsi1pk = "<org>#ImageExport#<build>", gsi1sk = name   → exports of a build (index byBuild)
 // Every request path is a GetItem, a conditional write or a Query of one partition: never a Scan.
 import { ConflictError } from '../domain/errors.js';
+import type { QuotaLedgerState } from '../domain/quotas.js';
 import { readyReason } from '../domain/resources.js';
 import type { Kind } from '../domain/types.js';
-import type { PageQuery, ResourceStore, StoredResource } from '../ports.js';
+import type { PageQuery, QuotaLedger, ResourceStore, StoredResource } from '../ports.js';
 import { type AwsJsonClient, isAwsError } from './aws-json.js';
 
 export const BY_BUILD_INDEX = 'byBuild';
@@ -231,3 +232,58 @@ export const TABLE_DEFINITION = {
   BillingMode: 'PAY_PER_REQUEST',
   StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
 };
+
+/**
+ * QuotaLedger on the same table: item (pk "<org>#Quota", sk "builds") holding the ledger as JSON and a
+ * version; every change is a conditional put on that version, retried when another writer won.
+ */
+export class DynamoDbQuotaLedger implements QuotaLedger {
+  constructor(
+    private readonly db: AwsJsonClient,
+    private readonly tableName: string,
+  ) {}
+
+  private key(orgId: string) {
+    return marshall({ pk: `${orgId}#Quota`, sk: 'builds' });
+  }
+
+  private async load(orgId: string): Promise<{ state: QuotaLedgerState; version: number }> {
+    const out = await this.db.call<{ Item?: Marshalled }>('GetItem', {
+      TableName: this.tableName,
+      Key: this.key(orgId),
+      ConsistentRead: true,
+    });
+    if (!out.Item) return { state: { recent: [], active: {} }, version: 0 };
+    const item = unmarshall(out.Item) as { q: string; qv: number };
+    return { state: JSON.parse(item.q), version: item.qv };
+  }
+
+  async read(orgId: string): Promise<QuotaLedgerState> {
+    return (await this.load(orgId)).state;
+  }
+
+  async update(orgId: string, change: (s: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const { state, version } = await this.load(orgId);
+      const next = change(state);
+      if (!next) return;
+      try {
+        await this.db.call('PutItem', {
+          TableName: this.tableName,
+          Item: marshall({ pk: `${orgId}#Quota`, sk: 'builds', q: JSON.stringify(next), qv: version + 1 }),
+          ...(version === 0
+            ? { ConditionExpression: 'attribute_not_exists(pk)' }
+            : {
+                ConditionExpression: 'qv = :v',
+                ExpressionAttributeValues: { ':v': { N: String(version) } },
+              }),
+        });
+        return;
+      } catch (err) {
+        if (!isAwsError(err, 'ConditionalCheckFailedException')) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt + 1, 5)));
+      }
+    }
+    throw new Error(`quota ledger of ${orgId}: too many concurrent updates`);
+  }
+}

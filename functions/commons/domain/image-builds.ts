@@ -7,6 +7,7 @@ import {
   validateBuildSpecExtras,
 } from './containerfile/index.js';
 import { ConflictError, InvalidError } from './errors.js';
+import { acquireBuildSlot, releaseBuildSlot } from './quotas.js';
 import { requireRepository } from './repositories.js';
 import {
   getOrThrow,
@@ -81,7 +82,18 @@ export async function createImageBuild(deps: Deps, p: Principal, body: unknown) 
       status: { conditions: [readyCondition('Pending', 'Waiting for the build workflow to start')] },
     },
   };
-  await deps.store.create(item);
+  const uid = item.doc.metadata.uid as string;
+  // Cheap 409 before taking a quota slot; the conditional create below still decides races.
+  if (await deps.store.get(p.orgId, KIND, item.name)) {
+    throw new ConflictError(`ImageBuild "${item.name}" already exists`, 'AlreadyExists');
+  }
+  await acquireBuildSlot(deps, p.orgId, uid);
+  try {
+    await deps.store.create(item);
+  } catch (err) {
+    await releaseBuildSlot(deps, p.orgId, uid, true);
+    throw err;
+  }
   await startWorkflow(deps, item);
   return present(item);
 }
@@ -151,6 +163,7 @@ export async function deleteImageBuild(deps: Deps, p: Principal, name: string): 
   const build = await deps.store.get(p.orgId, KIND, name);
   if (build && isActive(build)) await deps.workflows.stop(workflowRef(build), 'ImageBuild deleted');
   await deps.store.delete(p.orgId, KIND, name);
+  if (build) await releaseBuildSlot(deps, p.orgId, build.doc.metadata.uid as string);
 }
 
 export { isActive };
@@ -205,7 +218,13 @@ async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise
       },
     },
   };
-  await deps.store.replace(next, item.version);
+  await acquireBuildSlot(deps, item.orgId, item.doc.metadata.uid as string);
+  try {
+    await deps.store.replace(next, item.version);
+  } catch (err) {
+    await releaseBuildSlot(deps, item.orgId, item.doc.metadata.uid as string, true);
+    throw err;
+  }
   await startWorkflow(deps, next);
   return next;
 }

@@ -4,6 +4,7 @@
 // state). Each transition that starts or ends a run publishes exactly one event.
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { ConflictError } from './errors.js';
+import { releaseBuildSlot } from './quotas.js';
 import { now, readyCondition, readyReason } from './resources.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
 
@@ -68,6 +69,9 @@ export async function transition(
       throw err;
     }
     await publishFor(deps, next, req.reason, req.message);
+    if (next.kind === 'ImageBuild' && TERMINAL_REASONS.has(req.reason)) {
+      await releaseBuildSlot(deps, next.orgId, next.doc.metadata.uid as string);
+    }
     return next;
   }
   throw new Error(`could not record ${ref.kind} "${ref.name}" → ${req.reason}: too many concurrent writes`);

@@ -8,7 +8,7 @@ export interface Route {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   path: string;
   fn: ApiFunction;
-  /** Routes without authentication (health checks). */
+  /** Routes without authentication (health check, version, the OpenAPI document). */
   public?: boolean;
 }
 
@@ -21,6 +21,10 @@ const r = (method: Route['method'], path: string, fn: ApiFunction, pub = false):
 
 export const ROUTES: readonly Route[] = [
   r('GET', '/healthz', 'service', true),
+  r('GET', '/api/v1/version', 'service', true),
+  r('GET', '/api/v1/openapi.json', 'service', true),
+  r('GET', '/api/v1/capabilities', 'service'),
+  r('GET', '/api/v1/quota', 'service'),
   r('GET', '/api/v1/repositories', 'repositories'),
   r('POST', '/api/v1/repositories', 'repositories'),
   r('GET', '/api/v1/repositories/{name}', 'repositories'),

@@ -1,0 +1,105 @@
+// Quotas (CONTRACT §3) enforced race-free, and the discoverability endpoints.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workflowRef } from '../../functions/commons/domain/image-builds.js';
+import { transition } from '../../functions/commons/domain/transitions.js';
+import {
+  type Client,
+  call,
+  imageBuild,
+  seedRepositories,
+  startTestStack,
+  type TestStack,
+} from '../fixtures/local-stack.js';
+
+let stack: TestStack;
+let admin: Client;
+
+beforeAll(async () => {
+  stack = await startTestStack({
+    settings: {
+      quota: { activeBuilds: 10, buildsPerWindow: 15, windowSeconds: 14 * 86400 },
+      quotaOverrides: { 'org-big': { activeBuilds: 50 } },
+    },
+  });
+  admin = await stack.as('org-q');
+  await seedRepositories(admin);
+});
+afterAll(() => stack.close());
+
+describe('quotas', () => {
+  it('50 concurrent creates under an active quota of 10: exactly 10 accepted, the rest 429 with Retry-After', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => admin.req('POST', '/api/v1/imagebuilds', imageBuild(`q-${i}`))),
+    );
+    const accepted = results.filter((r) => r.status === 201);
+    const refused = results.filter((r) => r.status === 429);
+    expect(accepted).toHaveLength(10);
+    expect(refused).toHaveLength(40);
+    for (const r of refused) {
+      expect(r.body).toMatchObject({ kind: 'Status', code: 429, reason: 'TooManyRequests' });
+      expect(r.body.message).toMatch(/active builds/);
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    const list = await admin.req('GET', '/api/v1/imagebuilds?limit=1000');
+    expect(list.body.items).toHaveLength(10); // no partial writes from the refused ones
+    const quota = await admin.req('GET', '/api/v1/quota');
+    expect(quota.body).toEqual({
+      orgId: 'org-q',
+      limits: { activeBuilds: 10, buildsPerWindow: 15, windowDays: 14 },
+      usage: { activeBuilds: 10, buildsInWindow: 10 },
+    });
+  });
+
+  it('a build that ends frees its active slot; the window quota then applies, with Retry-After to the window’s end', async () => {
+    const names = (await admin.req('GET', '/api/v1/imagebuilds?limit=1000')).body.items.map(
+      (i: { metadata: { name: string } }) => i.metadata.name,
+    );
+    for (const name of names) {
+      const item = await stack.deps.store.get('org-q', 'ImageBuild', name);
+      await transition(stack.deps, workflowRef(item!), { reason: 'Failed', message: 'x' });
+    }
+    expect((await admin.req('GET', '/api/v1/quota')).body.usage).toEqual({
+      activeBuilds: 0,
+      buildsInWindow: 10,
+    });
+    const more = [];
+    for (let i = 0; i < 6; i++)
+      more.push(await admin.req('POST', '/api/v1/imagebuilds', imageBuild(`w-${i}`)));
+    expect(more.map((r) => r.status)).toEqual([201, 201, 201, 201, 201, 429]);
+    const last = more[5]!;
+    expect(last.body.message).toMatch(/15 builds per 14 days/);
+    const retryAfter = Number(last.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(14 * 86400 - 120);
+    expect(retryAfter).toBeLessThanOrEqual(14 * 86400);
+  });
+
+  it('a name conflict does not consume quota; deleting an active build frees its slot; per-org overrides apply', async () => {
+    const before = (await admin.req('GET', '/api/v1/quota')).body.usage;
+    expect((await admin.req('POST', '/api/v1/imagebuilds', imageBuild('w-0'))).status).toBe(409);
+    expect((await admin.req('GET', '/api/v1/quota')).body.usage).toEqual(before);
+    await admin.req('DELETE', '/api/v1/imagebuilds/w-0');
+    expect((await admin.req('GET', '/api/v1/quota')).body.usage.activeBuilds).toBe(before.activeBuilds - 1);
+    const big = await stack.as('org-big');
+    expect((await big.req('GET', '/api/v1/quota')).body.limits.activeBuilds).toBe(50);
+  });
+});
+
+describe('discoverability', () => {
+  it('version and the OpenAPI document need no token; capabilities list formats, architectures, limits', async () => {
+    const v = await call(stack.url, 'GET', '/api/v1/version', undefined);
+    expect(v.status).toBe(200);
+    expect(v.body.version).toMatch(/^\d+\.\d+\.\d+/);
+    const doc = await call(stack.url, 'GET', '/api/v1/openapi.json', undefined);
+    expect(doc.body.openapi).toBe('3.1.0');
+    expect(doc.body.components.schemas.ImageBuild).toBeTruthy();
+    expect((await call(stack.url, 'GET', '/api/v1/capabilities', undefined)).status).toBe(401);
+    const caps = await admin.req('GET', '/api/v1/capabilities');
+    expect(caps.body.exportFormats).toEqual(
+      expect.arrayContaining(['qcow2', 'vmdk', 'iso', 'qcow2-disk-container', 'ami']),
+    );
+    expect(caps.body.architectures).toEqual(['x86_64', 'aarch64']);
+    expect(caps.body.bindingTypes).toEqual(['early', 'late']);
+    expect(caps.body.limits.quota).toEqual({ activeBuilds: 10, buildsPerWindow: 15, windowDays: 14 });
+    expect(caps.body.limits.customizations.fileBytes).toBe(262144);
+  });
+});
