@@ -1,6 +1,8 @@
 // Dispatch must lose nothing: a crash between the table write and the execution start (injected here as
 // a failing start), or a local stack that stops mid-build, is repaired by the reconciler and by the
 // restart recovery — against the real state machine file, the local runner and the fake builder.
+import { copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkflowRef } from '../../functions/commons/ports.js';
@@ -13,7 +15,9 @@ import {
   type TestStack,
 } from '../fixtures/local-stack.js';
 
-const FAKE_BUILDER = join(__dirname, '../fixtures/fake-builder.sh');
+// A copy of the fake builder under a name of this file's own, so process checks see only its runs.
+const FAKE_BUILDER = join(tmpdir(), `fake-builder-dispatch-${process.pid}.sh`);
+copyFileSync(join(__dirname, '../fixtures/fake-builder.sh'), FAKE_BUILDER);
 const options = {
   workflows: undefined,
   builderScript: FAKE_BUILDER,
