@@ -214,8 +214,30 @@ export async function runBuildStep(deps: Deps, event: BuildStepEvent): Promise<u
   }
 }
 
+/** EventBridge's "Step Functions Execution Status Change" event, as the status rule delivers it. */
+interface ExecutionStatusChange {
+  'detail-type': 'Step Functions Execution Status Change';
+  detail: { status: string; input: string; cause?: string; error?: string };
+}
+
+/** The status rule's event → the `ended` step; everything else is already a step event. */
+export function toStepEvent(event: BuildStepEvent | ExecutionStatusChange): BuildStepEvent {
+  if (!('detail-type' in event)) return event;
+  const { status, input, cause, error } = event.detail;
+  if (status !== 'ABORTED' && status !== 'TIMED_OUT' && status !== 'FAILED') {
+    throw new Error(`unexpected execution status ${status}`);
+  }
+  const message = [error, cause].filter(Boolean).join(': ');
+  return {
+    step: 'ended',
+    ref: JSON.parse(input) as WorkflowRef,
+    status,
+    ...(message ? { cause: message } : {}),
+  };
+}
+
 let deps: Deps | undefined;
-export const handler = (event: BuildStepEvent) => {
+export const handler = (event: BuildStepEvent | ExecutionStatusChange) => {
   deps ??= withEnrollment(getDeps());
-  return runBuildStep(deps, event);
+  return runBuildStep(deps, toStepEvent(event));
 };
