@@ -92,7 +92,12 @@ export interface ObjectStore {
   put(key: string, body: string | Uint8Array, contentType?: string): Promise<void>;
   get(key: string): Promise<Uint8Array | undefined>;
   list(prefix: string): Promise<string[]>;
+  deleteObject(key: string): Promise<void>;
   deletePrefix(prefix: string): Promise<void>;
+  /** Multipart upload of a local file; returns its size and SHA-256 (hex). */
+  putFile(key: string, path: string, contentType: string): Promise<{ size: number; sha256: string }>;
+  /** A short-lived download URL whose response names the file. */
+  presignGet(key: string, expiresSeconds: number, fileName: string): Promise<string>;
 }
 
 /** The builder's output of one run (CloudWatch Logs in AWS, files under DATA_DIR locally). */

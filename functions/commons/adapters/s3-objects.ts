@@ -1,4 +1,6 @@
 // ObjectStore on S3 (and on s3rver locally: same code, path-style addressing), signed by aws4fetch.
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { AwsClient } from 'aws4fetch';
 import type { ObjectStore } from '../ports.js';
 import type { AwsCredentials } from './aws-json.js';
@@ -91,6 +93,93 @@ export class S3ObjectStore implements ObjectStore {
         : undefined;
     } while (token);
     return keys;
+  }
+
+  /** A presigned GET (SigV4 query signing), valid `expiresSeconds`, with the download's file name. */
+  async presignGet(key: string, expiresSeconds: number, fileName: string): Promise<string> {
+    const url = new URL(`${this.base}/${encodeKey(key)}`);
+    url.searchParams.set('X-Amz-Expires', String(expiresSeconds));
+    url.searchParams.set(
+      'response-content-disposition',
+      `attachment; filename="${fileName.replace(/["\\]/g, '_')}"`,
+    );
+    const signed = await this.signer().sign(url.toString(), { method: 'GET', aws: { signQuery: true } });
+    return signed.url;
+  }
+
+  /**
+   * Uploads a file with S3 multipart upload (parts of `partBytes`, several in flight) and returns its
+   * size and SHA-256, computed while reading, so the file is read once.
+   */
+  async putFile(
+    key: string,
+    path: string,
+    contentType: string,
+    partBytes = 16 * 1024 * 1024,
+    concurrency = 4,
+  ) {
+    const created = await this.request('POST', `/${encodeKey(key)}?uploads`, undefined, {
+      'content-type': contentType,
+    });
+    const xml = await created.text();
+    if (!created.ok)
+      throw new Error(`S3 CreateMultipartUpload ${key}: ${created.status} ${xml.slice(0, 300)}`);
+    const uploadId = unescapeXml(/<UploadId>([^<]*)<\/UploadId>/.exec(xml)?.[1] ?? '');
+    const hash = createHash('sha256');
+    const etags: string[] = [];
+    const inFlight = new Set<Promise<void>>();
+    let size = 0;
+    const fh = await open(path, 'r');
+    try {
+      for (let part = 1; ; part++) {
+        const buf = Buffer.alloc(partBytes);
+        const { bytesRead } = await fh.read(buf, 0, partBytes, null);
+        if (bytesRead === 0 && part > 1) break;
+        const chunk = buf.subarray(0, bytesRead);
+        hash.update(chunk);
+        size += bytesRead;
+        const upload = (async () => {
+          const q = `?partNumber=${part}&uploadId=${encodeURIComponent(uploadId)}`;
+          const res = await this.request('PUT', `/${encodeKey(key)}${q}`, chunk);
+          await res.arrayBuffer();
+          if (!res.ok) throw new Error(`S3 UploadPart ${part} of ${key}: ${res.status}`);
+          etags[part - 1] = res.headers.get('etag') ?? '';
+        })();
+        inFlight.add(upload);
+        upload.finally(() => inFlight.delete(upload)).catch(() => undefined);
+        if (inFlight.size >= concurrency) await Promise.race(inFlight);
+        if (bytesRead < partBytes) break;
+      }
+      await Promise.all(inFlight);
+    } catch (err) {
+      await this.request('DELETE', `/${encodeKey(key)}?uploadId=${encodeURIComponent(uploadId)}`).then((r) =>
+        r.arrayBuffer(),
+      );
+      throw err;
+    } finally {
+      await fh.close();
+    }
+    const body = `<CompleteMultipartUpload>${etags
+      .map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`)
+      .join('')}</CompleteMultipartUpload>`;
+    const done = await this.request(
+      'POST',
+      `/${encodeKey(key)}?uploadId=${encodeURIComponent(uploadId)}`,
+      body,
+      {
+        'content-type': 'application/xml',
+      },
+    );
+    const doneXml = await done.text();
+    if (!done.ok || doneXml.includes('<Error>'))
+      throw new Error(`S3 CompleteMultipartUpload ${key}: ${done.status} ${doneXml.slice(0, 300)}`);
+    return { size, sha256: hash.digest('hex') };
+  }
+
+  async deleteObject(key: string): Promise<void> {
+    const res = await this.request('DELETE', `/${encodeKey(key)}`);
+    await res.arrayBuffer();
+    if (!res.ok && res.status !== 404) throw new Error(`S3 DELETE ${key}: ${res.status}`);
   }
 
   async deletePrefix(prefix: string): Promise<void> {
