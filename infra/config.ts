@@ -11,7 +11,24 @@ export const CONTEXT_KEYS = [
   'jwtAudience',
   'throttlingRateLimit',
   'throttlingBurstLimit',
+  'buildTimeoutMinutes',
+  'builderComputeType',
+  'flightctlSecretArn',
+  'agentRepoUrl',
+  'notificationEmail',
+  'notificationWebhookUrl',
+  'notificationWebhookSecretArn',
 ] as const;
+
+/** Context keys whose value is a plain string, passed through to the props of the same name. */
+const STRING_KEYS = [
+  'builderComputeType',
+  'flightctlSecretArn',
+  'agentRepoUrl',
+  'notificationEmail',
+  'notificationWebhookUrl',
+  'notificationWebhookSecretArn',
+] as const satisfies readonly (typeof CONTEXT_KEYS)[number][];
 
 export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
   const get = (key: (typeof CONTEXT_KEYS)[number]): unknown => {
@@ -32,6 +49,14 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
   const logRetentionDays = number('logRetentionDays');
   const rateLimit = number('throttlingRateLimit');
   const burstLimit = number('throttlingBurstLimit');
+  const buildTimeoutMinutes = number('buildTimeoutMinutes');
+  const strings: Partial<Record<(typeof STRING_KEYS)[number], string>> = {};
+  for (const key of STRING_KEYS) {
+    const value = get(key);
+    if (value === undefined) continue;
+    if (typeof value === 'string') strings[key] = value.trim();
+    else problems.push(`context ${key}=${JSON.stringify(value)} must be a string`);
+  }
   const issuer = get('jwtIssuer');
   const audience = get('jwtAudience');
   if (issuer !== undefined && typeof issuer !== 'string') {
@@ -56,6 +81,8 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
       ...(rateLimit !== undefined ? { rateLimit } : {}),
       ...(burstLimit !== undefined ? { burstLimit } : {}),
     },
+    ...(buildTimeoutMinutes !== undefined ? { buildTimeoutMinutes } : {}),
+    ...(strings as Pick<ImageBuilderProps, (typeof STRING_KEYS)[number]>),
   };
   validateImageBuilderProps(props);
   return props;

@@ -1,14 +1,21 @@
 // The public construct: the whole image builder service, ready to put in any CDK app. It composes the
-// constructs per concern (data, secrets, identity, functions, API) and wires their grants.
+// constructs per concern (data, secrets, identity, events, build workflow, functions, API,
+// notifications) and wires their grants.
 
 import type * as cognito from 'aws-cdk-lib/aws-cognito';
+import type * as events from 'aws-cdk-lib/aws-events';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { type ApiFunction as ApiFunctionName, ROUTES } from '../functions/commons/http/routes.js';
 import { Api } from './constructs/api.js';
 import { ApiFunction } from './constructs/api-function.js';
+import { BuildContextStore, Builders, ImageBuildWorkflow } from './constructs/build-workflow.js';
 import { DataStore } from './constructs/data.js';
+import { ServiceEvents } from './constructs/events.js';
 import { UserDirectory } from './constructs/identity.js';
+import { Notifications } from './constructs/notifications.js';
 import { ServiceSecrets } from './constructs/secrets.js';
 
 export interface ImageBuilderThrottling {
@@ -31,10 +38,50 @@ export interface ImageBuilderProps {
   /** Accepted audiences (`aud` or `client_id`). */
   readonly jwtAudience?: string[];
   readonly throttling?: ImageBuilderThrottling;
+  /** Longest a build may run, in minutes (CodeBuild allows 5–2160). @default 120 */
+  readonly buildTimeoutMinutes?: number;
+  /**
+   * CodeBuild compute type of the builders. The ARM project maps BUILD_GENERAL1_MEDIUM to
+   * BUILD_GENERAL1_LARGE (ARM Medium is not offered in every region, ARM Large is).
+   * @default BUILD_GENERAL1_MEDIUM
+   */
+  readonly builderComputeType?: BuilderComputeType;
+  /**
+   * Complete ARN of a Secrets Manager secret holding the Flight Control enrollment settings (JSON:
+   * `apiUrl`, `token`, optional `caPem`…), needed by builds with early binding. Without it, early
+   * binding builds fail with a message saying so.
+   */
+  readonly flightctlSecretArn?: string;
+  /** Package repository of the Flight Control agent put into the images (http/https URL). */
+  readonly agentRepoUrl?: string;
+  /** Email address that receives the terminal events (Completed, Failed, Canceled) of builds and exports. */
+  readonly notificationEmail?: string;
+  /** HTTPS endpoint that receives the terminal events as JSON (an EventBridge API destination). */
+  readonly notificationWebhookUrl?: string;
+  /**
+   * Complete ARN of the Secrets Manager secret whose value the webhook receives as its `Authorization`
+   * header. Required with `notificationWebhookUrl`.
+   */
+  readonly notificationWebhookSecretArn?: string;
 }
+
+export const BUILDER_COMPUTE_TYPES = [
+  'BUILD_GENERAL1_SMALL',
+  'BUILD_GENERAL1_MEDIUM',
+  'BUILD_GENERAL1_LARGE',
+  'BUILD_GENERAL1_XLARGE',
+  'BUILD_GENERAL1_2XLARGE',
+] as const;
+export type BuilderComputeType = (typeof BUILDER_COMPUTE_TYPES)[number];
 
 export const DEFAULT_LOG_RETENTION_DAYS = logs.RetentionDays.ONE_MONTH;
 export const DEFAULT_THROTTLING = { rateLimit: 50, burstLimit: 100 } as const;
+export const DEFAULT_BUILD_TIMEOUT_MINUTES = 120;
+export const DEFAULT_BUILDER_COMPUTE_TYPE: BuilderComputeType = 'BUILD_GENERAL1_MEDIUM';
+
+/** A complete secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 chars>`. */
+const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}$/;
+const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 
 const STAGE = /^[a-z][a-z0-9-]{0,31}$/;
 const RETENTION_DAYS = new Set<number>(
@@ -84,15 +131,58 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
   if (burstLimit !== undefined && !(Number.isInteger(burstLimit) && burstLimit >= 1)) {
     problems.push(`throttling burstLimit ${JSON.stringify(burstLimit)} must be an integer >= 1`);
   }
+  const timeout = props.buildTimeoutMinutes;
+  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout >= 5 && timeout <= 2160)) {
+    problems.push(`buildTimeoutMinutes ${JSON.stringify(timeout)} must be an integer from 5 to 2160`);
+  }
+  if (
+    props.builderComputeType !== undefined &&
+    !(BUILDER_COMPUTE_TYPES as readonly string[]).includes(props.builderComputeType)
+  ) {
+    problems.push(
+      `builderComputeType ${JSON.stringify(props.builderComputeType)} must be one of ${BUILDER_COMPUTE_TYPES.join(', ')}`,
+    );
+  }
+  for (const key of ['flightctlSecretArn', 'notificationWebhookSecretArn'] as const) {
+    const arn = props[key];
+    if (arn !== undefined && !(typeof arn === 'string' && SECRET_ARN.test(arn))) {
+      problems.push(
+        `${key} ${JSON.stringify(arn)} must be the complete ARN of a Secrets Manager secret (ending in -XXXXXX)`,
+      );
+    }
+  }
+  if (props.agentRepoUrl !== undefined && !isUrl(props.agentRepoUrl, ['http:', 'https:'])) {
+    problems.push(`agentRepoUrl ${JSON.stringify(props.agentRepoUrl)} must be an http:// or https:// URL`);
+  }
+  if (
+    props.notificationEmail !== undefined &&
+    !(typeof props.notificationEmail === 'string' && EMAIL.test(props.notificationEmail))
+  ) {
+    problems.push(`notificationEmail ${JSON.stringify(props.notificationEmail)} must be an email address`);
+  }
+  if (props.notificationWebhookUrl !== undefined && !isHttpsUrl(props.notificationWebhookUrl)) {
+    problems.push(
+      `notificationWebhookUrl ${JSON.stringify(props.notificationWebhookUrl)} must be an https:// URL`,
+    );
+  }
+  if ((props.notificationWebhookUrl === undefined) !== (props.notificationWebhookSecretArn === undefined)) {
+    problems.push(
+      'notificationWebhookUrl and notificationWebhookSecretArn must be given together (the webhook is called with the secret as its Authorization header)',
+    );
+  }
   if (problems.length > 0) {
     throw new Error(`Invalid ImageBuilder settings:\n  - ${problems.join('\n  - ')}`);
   }
 }
 
 function isHttpsUrl(value: unknown): boolean {
+  return isUrl(value, ['https:']);
+}
+
+function isUrl(value: unknown, protocols: string[]): boolean {
   if (typeof value !== 'string') return false;
   try {
-    return new URL(value).protocol === 'https:';
+    return protocols.includes(new URL(value).protocol);
   } catch {
     return false;
   }
@@ -113,6 +203,12 @@ export class ImageBuilder extends Construct {
   readonly userDirectory?: UserDirectory;
   readonly jwtIssuer: string;
   readonly jwtAudience: string[];
+  readonly events: ServiceEvents;
+  readonly contextStore: BuildContextStore;
+  readonly builders: Builders;
+  readonly buildWorkflow: ImageBuildWorkflow;
+  /** Present when `notificationEmail` or `notificationWebhookUrl` is set. */
+  readonly notifications?: Notifications;
 
   constructor(scope: Construct, id: string, props: ImageBuilderProps) {
     super(scope, id);
@@ -134,12 +230,46 @@ export class ImageBuilder extends Construct {
       this.jwtAudience = [this.userDirectory.client.userPoolClientId];
     }
 
-    const environment = {
+    /** What every function of the service gets. */
+    const common = {
       STAGE: props.stage,
       TABLE_NAME: this.data.tableName,
       SECRETS_PREFIX: this.secretsPrefix,
       TOKEN_KEY_SECRET_ARN: this.secrets.tokenKey.secretArn,
       POWERTOOLS_SERVICE_NAME: 'imagebuilder',
+    };
+    const buildTimeoutMinutes = props.buildTimeoutMinutes ?? DEFAULT_BUILD_TIMEOUT_MINUTES;
+
+    this.events = new ServiceEvents(this, 'Events', { busName: `imagebuilder-${props.stage}` });
+    this.contextStore = new BuildContextStore(this, 'BuildContexts');
+    this.builders = new Builders(this, 'Builders', {
+      contextStore: this.contextStore,
+      secrets: this.secrets,
+      computeType: props.builderComputeType ?? DEFAULT_BUILDER_COMPUTE_TYPE,
+      timeoutMinutes: buildTimeoutMinutes,
+      logRetention,
+    });
+    this.buildWorkflow = new ImageBuildWorkflow(this, 'BuildWorkflow', {
+      stage: props.stage,
+      data: this.data,
+      secrets: this.secrets,
+      events: this.events,
+      contextStore: this.contextStore,
+      builders: this.builders,
+      environment: common,
+      timeoutMinutes: buildTimeoutMinutes,
+      logRetention,
+      ...(props.flightctlSecretArn ? { flightctlSecretArn: props.flightctlSecretArn } : {}),
+      ...(props.agentRepoUrl ? { agentRepoUrl: props.agentRepoUrl } : {}),
+    });
+
+    const environment = {
+      ...common,
+      IMAGE_BUILD_STATE_MACHINE_ARN: this.buildWorkflow.stateMachineArn,
+      BUILDER_LOG_GROUP: this.builders.logGroup.logGroupName,
+      EVENT_BUS_NAME: this.events.busName,
+      BUILD_CONTEXT_BUCKET: this.contextStore.bucketName,
+      ...(props.agentRepoUrl ? { AGENT_REPO_URL: props.agentRepoUrl } : {}),
     };
     const functions = {} as Record<ApiFunctionName, ApiFunction>;
     for (const name of FUNCTION_NAMES) {
@@ -158,6 +288,16 @@ export class ImageBuilder extends Construct {
       }
       // Only the repositories API stores and removes repository passwords.
       if (name === 'repositories') this.secrets.grantRepositorySecrets(fn);
+      // Builds and exports: transitions publish events, `GET …/log` reads the builders' log group.
+      if (name === 'image-builds' || name === 'image-exports') {
+        this.events.grantPutEvents(fn);
+        this.builders.grantReadLogs(fn);
+      }
+      // Create, retry and newversion start runs; cancel and delete stop them and drop their context.
+      if (name === 'image-builds') {
+        this.buildWorkflow.grantStartStop(fn);
+        this.contextStore.grantReadDelete(fn);
+      }
       functions[name] = fn;
     }
     this.functions = functions;
@@ -177,6 +317,32 @@ export class ImageBuilder extends Construct {
       },
       logRetention,
     });
+
+    if (props.notificationEmail || props.notificationWebhookUrl) {
+      this.notifications = new Notifications(this, 'Notifications', {
+        events: this.events,
+        ...(props.notificationEmail ? { email: props.notificationEmail } : {}),
+        ...(props.notificationWebhookUrl ? { webhookUrl: props.notificationWebhookUrl } : {}),
+        ...(props.notificationWebhookSecretArn
+          ? { webhookSecretArn: props.notificationWebhookSecretArn }
+          : {}),
+      });
+    }
+  }
+
+  /** The image build state machine (statemachines/image-build.asl.json). */
+  get stateMachine(): sfn.StateMachine {
+    return this.buildWorkflow.stateMachine;
+  }
+
+  /** The bus every transition of a build or export is published to (source `imagebuilder`). */
+  get eventBus(): events.EventBus {
+    return this.events.bus;
+  }
+
+  /** Build contexts, under `contexts/`, expired after 2 days. */
+  get contextBucket(): s3.Bucket {
+    return this.contextStore.bucket;
   }
 
   /** Base URL of the API (ends with `/`). */

@@ -21,6 +21,13 @@ export class ImageBuilderStack extends Stack {
     });
     new CfnOutput(this, 'TableName', { value: this.imageBuilder.data.tableName });
     new CfnOutput(this, 'JwtIssuer', { value: this.imageBuilder.jwtIssuer });
+    new CfnOutput(this, 'EventBusName', {
+      value: this.imageBuilder.eventBus.eventBusName,
+      description: 'EventBridge bus of build and export transitions (source "imagebuilder")',
+    });
+    new CfnOutput(this, 'ImageBuildStateMachineArn', {
+      value: this.imageBuilder.stateMachine.stateMachineArn,
+    });
     const { userPool, userPoolClient } = this.imageBuilder;
     if (userPool && userPoolClient) {
       new CfnOutput(this, 'UserPoolId', { value: userPool.userPoolId });

@@ -97,7 +97,7 @@ export class Api extends Construct {
       if (route.public) {
         Validations.of(httpRoute).acknowledge({
           id: 'AwsSolutions-APIG4',
-          reason: `${route.method} ${route.path} is public by design (CONTRACT §2): load balancers and uptime checks call it without a token, and it returns only the service status.`,
+          reason: `${route.method} ${route.path} is public by design (CONTRACT §2): health checks and clients discovering the service call it without a token, and it returns only service-wide data (status, version or the API description), nothing of any org.`,
         });
       }
       this.routes.push(httpRoute);

@@ -1,12 +1,15 @@
 // The single DynamoDB table holding every resource of every org (single-table design: `pk` names the
-// org and kind, `sk` the resource; the `byBuild` index finds a build's exports). Callers get access
-// through the grant helpers, never through hand-written IAM.
+// org and kind, `sk` the resource; the `byBuild` index finds a build's exports, the sparse `byReason`
+// index the runs in a given phase). Callers get access through the grant helpers, never through
+// hand-written IAM.
 import { RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
 export const BY_BUILD_INDEX = 'byBuild';
+/** Sparse: only runs that have not ended carry `rpk` = `<kind>#<reason>`; the reconciler queries it. */
+export const BY_REASON_INDEX = 'byReason';
 
 export class DataStore extends Construct {
   readonly table: dynamodb.Table;
@@ -30,6 +33,12 @@ export class DataStore extends Construct {
       indexName: BY_BUILD_INDEX,
       partitionKey: { name: 'gsi1pk', type: dynamodb.AttributeType.STRING },
       sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.ALL,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: BY_REASON_INDEX,
+      partitionKey: { name: 'rpk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'rsk', type: dynamodb.AttributeType.STRING },
       projectionType: dynamodb.ProjectionType.ALL,
     });
   }
@@ -65,7 +74,7 @@ export class DataStore extends Construct {
     const logicalId = stack.resolve(stack.getLogicalId(this.table.node.defaultChild as dynamodb.CfnTable));
     Validations.of(principal).acknowledge({
       id: `AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/index/*]`,
-      reason: `Queries on the indexes of table ${this.node.path} (the byBuild GSI) need the index ARNs <table>/index/*; scoped to this one table.`,
+      reason: `Queries on the indexes of table ${this.node.path} (the byBuild and byReason GSIs) need the index ARNs <table>/index/*; scoped to this one table.`,
     });
   }
 }

@@ -68,7 +68,10 @@ function main(): void {
   const code = inlineRuntime(standaloneCode.default(ajv, refs));
   const out = join(root, 'functions', 'commons', 'generated');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'validators.js'), `// Generated from openapi.yaml by infra/tools/gen-validators.ts. Do not edit.\n${code}`);
+  writeFileSync(
+    join(out, 'validators.js'),
+    `// Generated from openapi.yaml by infra/tools/gen-validators.ts. Do not edit.\n${code}`,
+  );
   const dts = Object.keys(VALIDATED)
     .map((fn) => `export declare const ${fn}: Validator;`)
     .join('\n');

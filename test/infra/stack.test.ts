@@ -1,60 +1,15 @@
-// Template assertions on the CDK app, one stack per scenario built once (bundling the four handlers
-// with esbuild is the slow part): the default (a Cognito user pool is created) and an external JWT
-// issuer given through context, as `cdk synth -c key=value` would pass it.
+// Template assertions on the CDK app, one stack per scenario built once (bundling the handlers with
+// esbuild is the slow part): the default (a Cognito user pool is created) and an external JWT issuer
+// given through context, as `cdk synth -c key=value` would pass it. The build workflow's resources are
+// asserted in build-workflow.test.ts.
+import { readFileSync } from 'node:fs';
 import { App, Validations } from 'aws-cdk-lib';
-import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../functions/commons/http/routes.js';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
-import { ImageBuilderStack } from '../../infra/stack.js';
-
-type Resources = Record<string, { Type: string; Properties: Record<string, unknown> }>;
-type Statement = { Effect: string; Action: string | string[]; Resource: unknown };
-
-function synthesize(context: Record<string, unknown>) {
-  const app = new App({ context });
-  const props = imageBuilderPropsFromContext(app.node);
-  const stack = new ImageBuilderStack(app, `ImageBuilder-${props.stage}`, props);
-  // As in infra/app.ts: any unacknowledged cdk-nag finding makes synthesis throw.
-  Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
-  const template = Template.fromStack(stack);
-  return { app, stack, template, resources: template.toJSON().Resources as Resources };
-}
-
-function ofType(resources: Resources, type: string) {
-  return Object.entries(resources).filter(([, r]) => r.Type === type);
-}
-
-function policyStatements(resources: Resources): Statement[] {
-  const docs: { Statement: Statement[] }[] = [];
-  for (const [, r] of Object.entries(resources)) {
-    if (r.Type === 'AWS::IAM::Policy' || r.Type === 'AWS::IAM::ManagedPolicy') {
-      docs.push(r.Properties.PolicyDocument as { Statement: Statement[] });
-    }
-    if (r.Type === 'AWS::IAM::Role') {
-      for (const p of (r.Properties.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[]) {
-        docs.push(p.PolicyDocument);
-      }
-    }
-  }
-  return docs.flatMap((d) => d.Statement);
-}
-
-const asArray = <T>(v: T | T[]): T[] => (Array.isArray(v) ? v : [v]);
-
-/** A CloudFormation value rendered as one string (Fn::Join flattened, Ref/GetAtt as <…>). */
-function flat(value: unknown): string {
-  if (typeof value === 'string') return value;
-  const v = value as Record<string, unknown>;
-  if (v['Fn::Join']) {
-    const [sep, parts] = v['Fn::Join'] as [string, unknown[]];
-    return parts.map(flat).join(sep);
-  }
-  if (v.Ref) return `<${v.Ref}>`;
-  if (v['Fn::GetAtt']) return `<${(v['Fn::GetAtt'] as string[]).join('.')}>`;
-  return JSON.stringify(value);
-}
+import { asArray, flat, ofType, policyStatements, synthesize } from './template.js';
 
 describe('ImageBuilderStack (default context: Cognito user pool)', () => {
   let s: ReturnType<typeof synthesize>;
@@ -79,7 +34,12 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
         expect(props.AuthorizerId, key).toEqual({ Ref: authorizerId });
       }
     }
-    expect(ROUTES.filter((r) => r.public).map((r) => `${r.method} ${r.path}`)).toEqual(['GET /healthz']);
+    // Public by design (CONTRACT §2); anything else public would be a decision to add here.
+    expect(ROUTES.filter((r) => r.public).map((r) => `${r.method} ${r.path}`)).toEqual([
+      'GET /healthz',
+      'GET /api/v1/version',
+      'GET /api/v1/openapi.json',
+    ]);
   });
 
   it('integrates each route with the Lambda of its handler file', () => {
@@ -95,7 +55,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       };
       expect(functions[uri['Fn::GetAtt'][0]]).toBe(`ImageBuilder API: ${spec?.fn}`);
     }
-    expect(Object.keys(functions)).toHaveLength(new Set(ROUTES.map((r) => r.fn)).size);
+    const apiFunctions = Object.values(functions).filter((d) => d.startsWith('ImageBuilder API: '));
+    expect(apiFunctions).toHaveLength(new Set(ROUTES.map((r) => r.fn)).size);
   });
 
   it('creates a JWT authorizer on the user pool issuer and app client', () => {
@@ -122,11 +83,24 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     const outputs = s.template.toJSON().Outputs as Record<string, unknown>;
     expect(Object.keys(outputs).sort()).toEqual([
       'ApiUrl',
+      'EventBusName',
+      'ImageBuildStateMachineArn',
       'JwtIssuer',
       'TableName',
       'UserPoolClientId',
       'UserPoolId',
     ]);
+  });
+
+  it('creates no notification resources without notification settings', () => {
+    for (const type of [
+      'AWS::SNS::Topic',
+      'AWS::KMS::Key',
+      'AWS::Events::ApiDestination',
+      'AWS::Events::Connection',
+    ]) {
+      s.template.resourceCountIs(type, 0);
+    }
   });
 
   it('logs every request on the $default stage and throttles it (defaults 50/100)', () => {
@@ -152,15 +126,17 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     }
   });
 
-  it('gives the Lambda roles no managed policies (log writes only to their own log group)', () => {
+  it('gives the roles no managed policies (log writes only to their own log group)', () => {
     for (const [id, role] of ofType(s.resources, 'AWS::IAM::Role')) {
       expect(role.Properties.ManagedPolicyArns, id).toBeUndefined();
     }
+    const logGroups = new Set(ofType(s.resources, 'AWS::Logs::LogGroup').map(([id]) => `<${id}.Arn>`));
     const logStatements = policyStatements(s.resources).filter((st) =>
       asArray(st.Action).includes('logs:PutLogEvents'),
     );
-    expect(logStatements).toHaveLength(4);
-    for (const st of logStatements) expect(flat(st.Resource)).toMatch(/^<ImageBuilderFn.*Logs.*\.Arn>$/);
+    // Six functions (four API, the build steps, the reconciler) and the builders.
+    expect(logStatements).toHaveLength(7);
+    for (const st of logStatements) expect(logGroups.has(flat(st.Resource)), flat(st.Resource)).toBe(true);
   });
 
   it('keeps the table durable: PITR, on-demand, SSE, GSI byBuild, stream, retained', () => {
@@ -186,6 +162,15 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
             ],
             Projection: { ProjectionType: 'ALL' },
           },
+          {
+            // Sparse: only runs that have not ended carry rpk; the reconciler queries it.
+            IndexName: 'byReason',
+            KeySchema: [
+              { AttributeName: 'rpk', KeyType: 'HASH' },
+              { AttributeName: 'rsk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'ALL' },
+          },
         ],
       },
     });
@@ -194,7 +179,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
   it('runs every Lambda on nodejs22.x or newer, arm64, active tracing, its own retained log group', () => {
     const logGroups = Object.fromEntries(ofType(s.resources, 'AWS::Logs::LogGroup'));
     const functions = ofType(s.resources, 'AWS::Lambda::Function');
-    expect(functions).toHaveLength(4);
+    expect(functions).toHaveLength(6); // four API handlers, the build steps, the reconciler
     for (const [id, fn] of functions) {
       const p = fn.Properties as Record<string, any>;
       expect(Number(/^nodejs(\d+)\.x$/.exec(p.Runtime)?.[1]), id).toBeGreaterThanOrEqual(22);
@@ -202,7 +187,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       expect(p.TracingConfig, id).toEqual({ Mode: 'Active' });
       expect(p.Handler, id).toBe('index.handler');
       expect(logGroups[p.LoggingConfig.LogGroup.Ref]?.Properties.RetentionInDays, id).toBe(30);
-      expect(p.Environment.Variables, id).toEqual({
+      expect(p.Environment.Variables, id).toMatchObject({
         NODE_OPTIONS: '--enable-source-maps',
         STAGE: 'dev',
         TABLE_NAME: { Ref: expect.stringMatching(/DataTable/) },
@@ -210,12 +195,26 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
         TOKEN_KEY_SECRET_ARN: { Ref: expect.stringMatching(/ContinueTokenKey/) },
         POWERTOOLS_SERVICE_NAME: 'imagebuilder',
       });
+      if (!String(p.Description).startsWith('ImageBuilder API: ')) continue;
+      expect(p.Environment.Variables, id).toEqual({
+        NODE_OPTIONS: '--enable-source-maps',
+        STAGE: 'dev',
+        TABLE_NAME: { Ref: expect.stringMatching(/DataTable/) },
+        SECRETS_PREFIX: 'imagebuilder/dev',
+        TOKEN_KEY_SECRET_ARN: { Ref: expect.stringMatching(/ContinueTokenKey/) },
+        POWERTOOLS_SERVICE_NAME: 'imagebuilder',
+        IMAGE_BUILD_STATE_MACHINE_ARN: { Ref: expect.stringMatching(/BuildWorkflowStateMachine/) },
+        BUILDER_LOG_GROUP: { Ref: expect.stringMatching(/BuildersLogs/) },
+        EVENT_BUS_NAME: { Ref: expect.stringMatching(/EventsBus/) },
+        BUILD_CONTEXT_BUCKET: { Ref: expect.stringMatching(/BuildContextsBucket/) },
+      });
     }
   });
 
   it('sets a retention on every log group', () => {
     const groups = ofType(s.resources, 'AWS::Logs::LogGroup');
-    expect(groups).toHaveLength(5); // four functions + API access logs
+    // Six functions, API access logs, the builders and the state machine.
+    expect(groups).toHaveLength(9);
     for (const [id, g] of groups) expect(g.Properties.RetentionInDays, id).toBe(30);
   });
 
@@ -230,12 +229,16 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     const tokenKeyRef = /^<ImageBuilderSecretsContinueTokenKey[0-9A-F]+>$/;
     const prefixArn =
       /^arn:<AWS::Partition>:secretsmanager:(<AWS::Region>|[a-z0-9-]+):<AWS::AccountId>:secret:imagebuilder\/dev\/\*$/;
+    // The builders read repository passwords only (GetSecretValue, not the token key).
+    const passwordsArn =
+      /^arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder\/dev\/\*\/repositories\/\*$/;
     const allows = secretStatements.filter((st) => st.Effect === 'Allow');
     expect(allows.length).toBeGreaterThan(0);
     for (const st of allows) {
       for (const resource of asArray(st.Resource)) {
         const r = flat(resource);
-        expect(tokenKeyRef.test(r) || prefixArn.test(r), r).toBe(true);
+        if (passwordsArn.test(r)) expect(st.Action).toBe('secretsmanager:GetSecretValue');
+        else expect(tokenKeyRef.test(r) || prefixArn.test(r), r).toBe(true);
       }
     }
     // Run-time secret management only for the repositories API, and only on the prefix.
@@ -281,12 +284,19 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     // A new acknowledgment is a decision: it must be added here, with its reason in the code.
     expect([...new Set(acks.map(([id]) => id.replace(/^annotation::/i, '')))].sort()).toEqual([
       'AwsSolutions-APIG4',
+      'AwsSolutions-CB3',
+      'AwsSolutions-CB4',
       'AwsSolutions-COG2',
       'AwsSolutions-IAM5[Resource::*]',
+      'AwsSolutions-IAM5[Resource::<ImageBuilderBuildContextsBucket30C312FA.Arn>/contexts/*]',
       'AwsSolutions-IAM5[Resource::<ImageBuilderDataTable116A8F97.Arn>/index/*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*]',
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-build:*]',
       'AwsSolutions-L1',
+      'AwsSolutions-S1',
       'AwsSolutions-SMG4',
+      'AwsSolutions-SQS3',
     ]);
   });
 });
@@ -313,7 +323,13 @@ describe('ImageBuilderStack (external JWT issuer from context)', () => {
     s.template.resourceCountIs('AWS::Cognito::UserPool', 0);
     s.template.resourceCountIs('AWS::Cognito::UserPoolClient', 0);
     const outputs = s.template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(Object.keys(outputs).sort()).toEqual(['ApiUrl', 'JwtIssuer', 'TableName']);
+    expect(Object.keys(outputs).sort()).toEqual([
+      'ApiUrl',
+      'EventBusName',
+      'ImageBuildStateMachineArn',
+      'JwtIssuer',
+      'TableName',
+    ]);
     expect(outputs.JwtIssuer?.Value).toBe('https://idp.example.com/realms/flightctl');
   });
 
@@ -330,7 +346,7 @@ describe('ImageBuilderStack (external JWT issuer from context)', () => {
     });
     const routes = ofType(s.resources, 'AWS::ApiGatewayV2::Route');
     expect(routes.filter(([, r]) => r.Properties.AuthorizationType === 'JWT')).toHaveLength(
-      ROUTES.length - 1,
+      ROUTES.filter((r) => !r.public).length,
     );
   });
 
@@ -345,10 +361,13 @@ describe('context validation at synth', () => {
     imageBuilderPropsFromContext(new App({ context }).node);
 
   it('accepts the cdk.json defaults', () => {
-    expect(propsFrom({ stage: 'dev', logRetentionDays: 30 })()).toEqual({
+    const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8'));
+    expect(propsFrom(cdkJson.context)()).toEqual({
       stage: 'dev',
       logRetentionDays: 30,
       throttling: {},
+      buildTimeoutMinutes: 120,
+      builderComputeType: 'BUILD_GENERAL1_MEDIUM',
     });
   });
 
@@ -365,6 +384,27 @@ describe('context validation at synth', () => {
     [{ stage: 'dev', jwtIssuer: 'https://idp.example.com', jwtAudience: ' , ' }, /jwtAudience must be/],
     [{ stage: 'dev', throttlingRateLimit: 0 }, /rateLimit 0 must be a number > 0/],
     [{ stage: 'dev', throttlingBurstLimit: '2.5' }, /burstLimit 2.5 must be an integer/],
+    [{ stage: 'dev', buildTimeoutMinutes: 3 }, /buildTimeoutMinutes 3 must be an integer from 5 to 2160/],
+    [{ stage: 'dev', buildTimeoutMinutes: 'long' }, /buildTimeoutMinutes="long" is not a number/],
+    [{ stage: 'dev', builderComputeType: 'BUILD_GENERAL1_HUGE' }, /builderComputeType "BUILD_GENERAL1_HUGE"/],
+    [
+      { stage: 'dev', flightctlSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:fc' },
+      /flightctlSecretArn .* must be the complete ARN/,
+    ],
+    [{ stage: 'dev', agentRepoUrl: 'ftp://repo.example.com' }, /agentRepoUrl .* must be an http/],
+    [{ stage: 'dev', notificationEmail: 'ops' }, /notificationEmail "ops" must be an email address/],
+    [
+      { stage: 'dev', notificationWebhookUrl: 'https://hooks.example.com' },
+      /notificationWebhookUrl and notificationWebhookSecretArn must be given together/,
+    ],
+    [
+      {
+        stage: 'dev',
+        notificationWebhookUrl: 'http://hooks.example.com',
+        notificationWebhookSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:hook-AbCdEf',
+      },
+      /notificationWebhookUrl .* must be an https:\/\/ URL/,
+    ],
   ])('rejects %j', (context, message) => {
     expect(propsFrom(context)).toThrow(message);
   });

@@ -1,0 +1,443 @@
+// Template assertions on the build workflow in AWS (infra/constructs/build-workflow.ts, events.ts,
+// notifications.ts): one stack synthesized once, with every optional setting given through context as
+// `cdk synth -c key=value` passes it (strings).
+import { readFileSync } from 'node:fs';
+import { Match } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  armComputeType,
+  IMAGE_BUILD_ASL,
+  MAX_INLINE_BUILDSPEC_LENGTH,
+} from '../../infra/constructs/build-workflow.js';
+import {
+  asArray,
+  flat,
+  ofType,
+  policyStatements,
+  type Resource,
+  type Resources,
+  type Statement,
+  synthesize,
+} from './template.js';
+
+const FLIGHTCTL_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:flightctl-AbCdEf';
+const WEBHOOK_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:webhook-GhIjKl';
+
+/** The logical id of the only resource of a type whose id matches. */
+function idOf(resources: Resources, type: string, pattern: RegExp): string {
+  const found = ofType(resources, type).filter(([id]) => pattern.test(id));
+  expect(
+    found.map(([id]) => id),
+    `${type} ${pattern}`,
+  ).toHaveLength(1);
+  return (found[0] as [string, unknown])[0];
+}
+
+function roleOfFunction(resources: Resources, description: RegExp): string {
+  const [, fn] = ofType(resources, 'AWS::Lambda::Function').find(([, r]) =>
+    description.test(String(r.Properties.Description)),
+  ) as [string, { Properties: Record<string, any> }];
+  return fn.Properties.Role['Fn::GetAtt'][0];
+}
+
+const actionsOf = (statements: Statement[]) => statements.flatMap((st) => asArray(st.Action));
+
+describe('build workflow in AWS', () => {
+  let s: ReturnType<typeof synthesize>;
+  let bucket: string;
+  let builderLogs: string;
+  let stepsFunction: string;
+  let machine: string;
+  beforeAll(() => {
+    s = synthesize({
+      stage: 'dev',
+      logRetentionDays: 30,
+      buildTimeoutMinutes: '90',
+      builderComputeType: 'BUILD_GENERAL1_MEDIUM',
+      flightctlSecretArn: FLIGHTCTL_SECRET,
+      agentRepoUrl: 'https://rpm.example.com/flightctl',
+      notificationEmail: 'ops@example.com',
+      notificationWebhookUrl: 'https://hooks.example.com/imagebuilder',
+      notificationWebhookSecretArn: WEBHOOK_SECRET,
+    });
+    bucket = idOf(s.resources, 'AWS::S3::Bucket', /BuildContexts/);
+    builderLogs = idOf(s.resources, 'AWS::Logs::LogGroup', /BuildersLogs/);
+    stepsFunction = idOf(s.resources, 'AWS::Lambda::Function', /BuildWorkflowSteps/);
+    machine = idOf(s.resources, 'AWS::StepFunctions::StateMachine', /BuildWorkflowStateMachine/);
+  }, 60_000);
+
+  it('keeps build contexts in a private, TLS-only, encrypted bucket that expires contexts/ after 2 days', () => {
+    s.template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
+      LifecycleConfiguration: {
+        Rules: [Match.objectLike({ Prefix: 'contexts/', ExpirationInDays: 2, Status: 'Enabled' })],
+      },
+    });
+    expect(s.resources[bucket]?.Properties.VersioningConfiguration).toBeUndefined();
+    s.template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      Bucket: { Ref: bucket },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
+      },
+    });
+  });
+
+  it('runs the builder script on two privileged projects: x86_64 (LINUX_CONTAINER) and aarch64 (ARM_CONTAINER)', () => {
+    const projects = ofType(s.resources, 'AWS::CodeBuild::Project').map(([, p]) => p.Properties);
+    expect(projects).toHaveLength(2);
+    for (const p of projects) expect(p.Environment.PrivilegedMode).toBe(true);
+    expect(
+      projects.map((p) => [p.Environment.Type, p.Environment.Image, p.Environment.ComputeType]).sort(),
+    ).toEqual([
+      ['ARM_CONTAINER', 'aws/codebuild/amazonlinux-aarch64-standard:3.0', 'BUILD_GENERAL1_LARGE'],
+      ['LINUX_CONTAINER', 'aws/codebuild/amazonlinux-x86_64-standard:5.0', 'BUILD_GENERAL1_MEDIUM'],
+    ]);
+    const roles = new Set<string>();
+    for (const p of projects) {
+      expect(p.TimeoutInMinutes).toBe(90);
+      expect(p.Source.Type).toBe('NO_SOURCE');
+      expect(p.Artifacts).toEqual({ Type: 'NO_ARTIFACTS' });
+      expect(p.LogsConfig.CloudWatchLogs).toEqual({ Status: 'ENABLED', GroupName: { Ref: builderLogs } });
+      roles.add(p.ServiceRole['Fn::GetAtt'][0]);
+
+      // CodeBuild refuses longer inline buildspecs: the builder script is an asset, not embedded.
+      expect(p.Source.BuildSpec.length).toBeLessThan(MAX_INLINE_BUILDSPEC_LENGTH);
+      expect(p.Environment.EnvironmentVariables).toEqual([
+        {
+          Name: 'IB_BUILDER_SCRIPT_S3',
+          Type: 'PLAINTEXT',
+          Value: {
+            'Fn::Sub': expect.stringMatching(
+              /^s3:\/\/cdk-\w+-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}\/[0-9a-f]{64}\.sh$/,
+            ),
+          },
+        },
+      ]);
+      const spec = JSON.parse(p.Source.BuildSpec);
+      expect(spec.env['exported-variables']).toEqual(['IB_DIGEST']);
+      const commands = Object.values(spec.phases as Record<string, { commands: string[] }>)
+        .flatMap((phase) => phase.commands)
+        .join('\n');
+      expect(commands).toContain('command -v buildah >/dev/null 2>&1 || dnf install -y');
+      expect(commands).toContain(
+        'aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image',
+      );
+      expect(commands).toContain(
+        'aws s3 cp --recursive --only-show-errors "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$CODEBUILD_SRC_DIR/ctx/"',
+      );
+      expect(commands).toMatch(/IB_CONTEXT_DIR="\$CODEBUILD_SRC_DIR\/ctx" IB_DIGEST_FILE=\S+ ib-build-image/);
+      expect(commands).toContain('export IB_DIGEST=');
+    }
+    expect(roles.size).toBe(1);
+  });
+
+  it('maps the compute type to one the ARM environment offers', () => {
+    expect(armComputeType('BUILD_GENERAL1_SMALL')).toBe('BUILD_GENERAL1_SMALL');
+    expect(armComputeType('BUILD_GENERAL1_MEDIUM')).toBe('BUILD_GENERAL1_LARGE');
+    expect(armComputeType('BUILD_GENERAL1_2XLARGE')).toBe('BUILD_GENERAL1_2XLARGE');
+  });
+
+  it('gives the builders a least-privilege role: context and script read, passwords, their log group', () => {
+    const [project] = ofType(s.resources, 'AWS::CodeBuild::Project');
+    const role = project?.[1].Properties.ServiceRole['Fn::GetAtt'][0] as string;
+    expect(s.resources[role]?.Properties.AssumeRolePolicyDocument.Statement).toEqual([
+      expect.objectContaining({ Principal: { Service: 'codebuild.amazonaws.com' } }),
+    ]);
+    const statements = policyStatements(s.resources, role);
+    const rendered = statements.map((st) => [asArray(st.Action).sort(), asArray(st.Resource).map(flat)]);
+    expect(rendered).toEqual(
+      expect.arrayContaining([
+        [['logs:CreateLogStream', 'logs:PutLogEvents'], [`<${builderLogs}.Arn>`]],
+        [['s3:GetObject'], [`<${bucket}.Arn>/contexts/*`]],
+        [['s3:ListBucket'], [`<${bucket}.Arn>`]],
+        [
+          ['s3:GetObject'],
+          [expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/)],
+        ],
+        [
+          ['secretsmanager:GetSecretValue'],
+          [
+            'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
+          ],
+        ],
+      ]),
+    );
+    // Nothing else: no CodeBuild defaults (report groups, /aws/codebuild/* log groups), no writes.
+    expect(rendered).toHaveLength(5);
+    const list = statements.find((st) => st.Action === 's3:ListBucket');
+    expect(list?.Condition).toEqual({ StringLike: { 's3:prefix': ['contexts/*'] } });
+  });
+
+  it('fills every placeholder of the ASL file with definitionSubstitutions', () => {
+    const asl = readFileSync(IMAGE_BUILD_ASL, 'utf8');
+    const placeholders = [...new Set([...asl.matchAll(/\$\{(\w+)\}/g)].map((m) => m[1] as string))].sort();
+    expect(placeholders).toEqual([
+      'BuildProjectAarch64',
+      'BuildProjectX86_64',
+      'BuildStepFunctionArn',
+      'BuilderLogGroupName',
+    ]);
+    const p = s.resources[machine]?.Properties as Record<string, any>;
+    const substitutions = p.DefinitionSubstitutions as Record<string, unknown>;
+    expect(Object.keys(substitutions).sort()).toEqual(placeholders);
+    // Each names the resource it should.
+    const x86 = idOf(s.resources, 'AWS::CodeBuild::Project', /X8664/);
+    const arm = idOf(s.resources, 'AWS::CodeBuild::Project', /Aarch64/);
+    expect(substitutions).toEqual({
+      BuildStepFunctionArn: { 'Fn::GetAtt': [stepsFunction, 'Arn'] },
+      BuildProjectX86_64: { Ref: x86 },
+      BuildProjectAarch64: { Ref: arm },
+      BuilderLogGroupName: { Ref: builderLogs },
+    });
+    // Substituted as Step Functions does, the definition is valid JSON with no placeholder left.
+    const rendered = asl.replace(/\$\{(\w+)\}/g, (_, key: string) =>
+      key in substitutions ? `value-of-${key}` : `\${${key}}`,
+    );
+    expect(rendered).not.toMatch(/\$\{\w+\}/);
+    expect(() => JSON.parse(rendered)).not.toThrow();
+    // The definition is the file itself, shipped as an asset.
+    expect(p.DefinitionS3Location).toEqual({
+      Bucket: expect.anything(),
+      Key: expect.stringMatching(/\.json$/),
+    });
+    expect(p.DefinitionString).toBeUndefined();
+  });
+
+  it('logs every execution event without execution data, and traces executions', () => {
+    s.template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      StateMachineName: 'imagebuilder-dev-image-build',
+      StateMachineType: 'STANDARD',
+      LoggingConfiguration: {
+        Level: 'ALL',
+        IncludeExecutionData: false,
+        Destinations: [
+          {
+            CloudWatchLogsLogGroup: {
+              LogGroupArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('BuildWorkflowLogs'), 'Arn'] },
+            },
+          },
+        ],
+      },
+      TracingConfiguration: { Enabled: true },
+    });
+  });
+
+  it('lets the state machine invoke the step handler and run builds on the two projects only', () => {
+    const role = (s.resources[machine] as Resource).Properties.RoleArn['Fn::GetAtt'][0] as string;
+    const statements = policyStatements(s.resources, role);
+    const byAction = (action: string) => statements.filter((st) => asArray(st.Action).includes(action));
+    expect(byAction('lambda:InvokeFunction').map((st) => flat(st.Resource))).toEqual([
+      `<${stepsFunction}.Arn>`,
+    ]);
+    const builds = byAction('codebuild:StartBuild');
+    expect(builds).toHaveLength(1);
+    expect(asArray(builds[0]?.Action).sort()).toEqual([
+      'codebuild:BatchGetBuilds',
+      'codebuild:StartBuild',
+      'codebuild:StopBuild',
+    ]);
+    expect(asArray(builds[0]?.Resource).map(flat).sort()).toEqual(
+      ofType(s.resources, 'AWS::CodeBuild::Project')
+        .map(([id]) => `<${id}.Arn>`)
+        .sort(),
+    );
+    const rule = byAction('events:PutRule');
+    expect(rule.map((st) => asArray(st.Action).sort())).toEqual([
+      ['events:DescribeRule', 'events:PutRule', 'events:PutTargets'],
+    ]);
+    expect(flat(rule[0]?.Resource)).toBe(
+      'arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:rule/StepFunctionsGetEventsForCodeBuildStartBuildRule',
+    );
+    // "*" only for the actions without resource-level permissions (log delivery, X-Ray).
+    for (const st of statements.filter((st) => st.Resource === '*')) {
+      for (const action of asArray(st.Action))
+        expect(action).toMatch(/^(logs:\w*(LogDelivery|LogDeliveries|ResourcePolic\w+|LogGroups)|xray:\w+)$/);
+    }
+  });
+
+  it('runs the step handler with its settings, 60 s, and a role scoped to the context bucket', () => {
+    const fn = s.resources[stepsFunction]?.Properties as Record<string, any>;
+    expect(fn.Handler).toBe('index.handler');
+    expect(fn.Timeout).toBe(60);
+    expect(fn.Environment.Variables).toEqual({
+      NODE_OPTIONS: '--enable-source-maps',
+      STAGE: 'dev',
+      TABLE_NAME: { Ref: expect.stringMatching(/DataTable/) },
+      SECRETS_PREFIX: 'imagebuilder/dev',
+      TOKEN_KEY_SECRET_ARN: { Ref: expect.stringMatching(/ContinueTokenKey/) },
+      POWERTOOLS_SERVICE_NAME: 'imagebuilder',
+      BUILD_CONTEXT_BUCKET: { Ref: bucket },
+      EVENT_BUS_NAME: { Ref: idOf(s.resources, 'AWS::Events::EventBus', /EventsBus/) },
+      BUILDER_LOG_GROUP: { Ref: builderLogs },
+      BUILD_TIMEOUT_SECONDS: '5400',
+      BUILD_HEARTBEAT_SECONDS: '30',
+      FLIGHTCTL_SECRET_ARN: FLIGHTCTL_SECRET,
+      AGENT_REPO_URL: 'https://rpm.example.com/flightctl',
+    });
+
+    const statements = policyStatements(s.resources, roleOfFunction(s.resources, /steps of the image build/));
+    for (const action of actionsOf(statements)) {
+      expect(action).not.toBe('*');
+      expect(action).not.toMatch(/:\*$/);
+    }
+    const s3 = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('s3:')));
+    expect(s3.map((st) => [asArray(st.Action).sort(), flat(st.Resource)])).toEqual([
+      [['s3:DeleteObject', 's3:GetObject', 's3:PutObject'], `<${bucket}.Arn>/contexts/*`],
+      [['s3:ListBucket'], `<${bucket}.Arn>`],
+    ]);
+    const find = (action: string) =>
+      statements.filter((st) => asArray(st.Action).includes(action)).map((st) => flat(st.Resource));
+    expect(find('logs:FilterLogEvents')).toEqual([`<${builderLogs}.Arn>`]);
+    expect(find('events:PutEvents')).toEqual([
+      `<${idOf(s.resources, 'AWS::Events::EventBus', /EventsBus/)}.Arn>`,
+    ]);
+    expect(find('secretsmanager:GetSecretValue').sort()).toEqual(
+      [FLIGHTCTL_SECRET, `<${idOf(s.resources, 'AWS::SecretsManager::Secret', /ContinueTokenKey/)}>`].sort(),
+    );
+    // The step handler never starts or stops executions, nor touches repository passwords.
+    expect(actionsOf(statements).filter((a) => a.startsWith('states:'))).toEqual([]);
+  });
+
+  it('lets the image-builds API start and stop executions of this state machine only', () => {
+    const statements = policyStatements(s.resources, roleOfFunction(s.resources, /API: image-builds$/));
+    const find = (action: string) =>
+      statements.filter((st) => asArray(st.Action).includes(action)).map((st) => flat(st.Resource));
+    expect(find('states:StartExecution')).toEqual([`<${machine}>`]);
+    expect(find('states:StopExecution')).toEqual([
+      'arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-build:*',
+    ]);
+    expect(find('logs:FilterLogEvents')).toEqual([`<${builderLogs}.Arn>`]);
+    expect(find('events:PutEvents')).toHaveLength(1);
+    expect(find('s3:DeleteObject')).toEqual([`<${bucket}.Arn>/contexts/*`]);
+    expect(find('s3:PutObject')).toEqual([]);
+    for (const fn of ['repositories', 'service']) {
+      const other = policyStatements(s.resources, roleOfFunction(s.resources, new RegExp(`API: ${fn}$`)));
+      expect(
+        actionsOf(other).filter((a) => /^(states|s3|events):/.test(a)),
+        fn,
+      ).toEqual([]);
+    }
+  });
+
+  it('records executions that end ABORTED, TIMED_OUT or FAILED through the step handler, with a DLQ', () => {
+    const rules = ofType(s.resources, 'AWS::Events::Rule').filter(
+      ([, r]) => r.Properties.EventPattern?.source?.[0] === 'aws.states',
+    );
+    expect(rules).toHaveLength(1);
+    const rule = (rules[0] as [string, Resource])[1];
+    expect(rule.Properties.EventBusName).toBeUndefined(); // the default bus
+    expect(rule.Properties.EventPattern).toEqual({
+      source: ['aws.states'],
+      'detail-type': ['Step Functions Execution Status Change'],
+      detail: { stateMachineArn: [{ Ref: machine }], status: ['ABORTED', 'TIMED_OUT', 'FAILED'] },
+    });
+    const dlq = idOf(s.resources, 'AWS::SQS::Queue', /DeadLetterQueue/);
+    expect(rule.Properties.Targets).toEqual([
+      {
+        Id: expect.any(String),
+        Arn: { 'Fn::GetAtt': [stepsFunction, 'Arn'] },
+        DeadLetterConfig: { Arn: { 'Fn::GetAtt': [dlq, 'Arn'] } },
+        RetryPolicy: { MaximumEventAgeInSeconds: 3600, MaximumRetryAttempts: 5 },
+      },
+    ]);
+    s.template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true });
+    s.template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      Queues: [{ Ref: dlq }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
+      },
+    });
+    // The handler's own asynchronous failures land in the same queue.
+    s.template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: { Ref: stepsFunction },
+      DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [dlq, 'Arn'] } } },
+    });
+  });
+
+  it('sweeps runs left Pending every 2 minutes with a reconciler that may only start executions', () => {
+    const reconciler = idOf(s.resources, 'AWS::Lambda::Function', /BuildWorkflowReconciler/);
+    s.template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(2 minutes)',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [reconciler, 'Arn'] } })],
+    });
+    const statements = policyStatements(s.resources, roleOfFunction(s.resources, /starts runs left Pending/));
+    expect(actionsOf(statements).filter((a) => a.startsWith('states:'))).toEqual(['states:StartExecution']);
+    expect(actionsOf(statements)).not.toContain('dynamodb:PutItem');
+  });
+
+  it('publishes on the bus imagebuilder-<stage> and outputs its name and the state machine ARN', () => {
+    s.template.hasResourceProperties('AWS::Events::EventBus', { Name: 'imagebuilder-dev' });
+    const outputs = s.template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(outputs.EventBusName?.Value).toEqual({
+      Ref: idOf(s.resources, 'AWS::Events::EventBus', /EventsBus/),
+    });
+    expect(outputs.ImageBuildStateMachineArn?.Value).toEqual({ Ref: machine });
+  });
+
+  it('forwards terminal events to the email topic and the webhook', () => {
+    const terminal = [
+      'ImageBuild Completed',
+      'ImageBuild Failed',
+      'ImageBuild Canceled',
+      'ImageExport Completed',
+      'ImageExport Failed',
+      'ImageExport Canceled',
+    ];
+    const topic = idOf(s.resources, 'AWS::SNS::Topic', /NotificationsTopic/);
+    const destination = idOf(s.resources, 'AWS::Events::ApiDestination', /Webhook/);
+    s.template.hasResourceProperties('AWS::Events::Rule', {
+      EventBusName: { Ref: idOf(s.resources, 'AWS::Events::EventBus', /EventsBus/) },
+      EventPattern: { source: ['imagebuilder'], 'detail-type': terminal },
+      Targets: [
+        Match.objectLike({
+          Arn: { Ref: topic },
+          DeadLetterConfig: Match.anyValue(),
+          RoleArn: Match.anyValue(),
+        }),
+        Match.objectLike({ Arn: { 'Fn::GetAtt': [destination, 'Arn'] }, DeadLetterConfig: Match.anyValue() }),
+      ],
+    });
+    s.template.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.com',
+      TopicArn: { Ref: topic },
+    });
+    s.template.hasResourceProperties('AWS::SNS::Topic', {
+      KmsMasterKeyId: { 'Fn::GetAtt': [Match.stringLikeRegexp('TopicKey'), 'Arn'] },
+    });
+    s.template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    s.template.hasResourceProperties('AWS::Events::ApiDestination', {
+      InvocationEndpoint: 'https://hooks.example.com/imagebuilder',
+      HttpMethod: 'POST',
+    });
+    s.template.hasResourceProperties('AWS::Events::Connection', {
+      AuthorizationType: 'API_KEY',
+      AuthParameters: {
+        ApiKeyAuthParameters: {
+          ApiKeyName: 'Authorization',
+          // A dynamic reference: the key itself never appears in the template.
+          ApiKeyValue: `{{resolve:secretsmanager:${WEBHOOK_SECRET}:SecretString:::}}`,
+        },
+      },
+    });
+  });
+
+  it('passes the cdk-nag AwsSolutions checks with every option on', () => {
+    const report = new AwsSolutionsChecks(undefined, { verbose: true }).validateScope(s.stack);
+    expect(report.violations.map((v) => `${v.severity} ${v.ruleName}: ${v.description}`)).toEqual([]);
+    expect(report.success).toBe(true);
+  });
+});

@@ -1,0 +1,67 @@
+// Shared by the infra tests: synthesize the app's stack from context as `cdk synth -c …` does, with
+// the cdk-nag checks of infra/app.ts, and read the template back.
+import { App, Validations } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { imageBuilderPropsFromContext } from '../../infra/config.js';
+import { ImageBuilderStack } from '../../infra/stack.js';
+
+export type Resource = { Type: string; Properties: Record<string, any> };
+export type Resources = Record<string, Resource>;
+export type Statement = {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: Record<string, unknown>;
+};
+
+export function synthesize(context: Record<string, unknown>) {
+  const app = new App({ context });
+  const props = imageBuilderPropsFromContext(app.node);
+  const stack = new ImageBuilderStack(app, `ImageBuilder-${props.stage}`, props);
+  // As in infra/app.ts: any unacknowledged cdk-nag finding makes synthesis throw.
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
+  const template = Template.fromStack(stack);
+  return { app, stack, template, resources: template.toJSON().Resources as Resources };
+}
+
+export function ofType(resources: Resources, type: string): [string, Resource][] {
+  return Object.entries(resources).filter(([, r]) => r.Type === type);
+}
+
+type PolicyDocument = { Statement: Statement[] };
+
+/** Statements of IAM policies (inline or attached), optionally only those attached to one role. */
+export function policyStatements(resources: Resources, roleId?: string): Statement[] {
+  const docs: PolicyDocument[] = [];
+  for (const [id, r] of Object.entries(resources)) {
+    if (r.Type === 'AWS::IAM::Policy' || r.Type === 'AWS::IAM::ManagedPolicy') {
+      const roles = (r.Properties.Roles ?? []) as { Ref?: string }[];
+      if (roleId === undefined || roles.some((role) => role.Ref === roleId)) {
+        docs.push(r.Properties.PolicyDocument as PolicyDocument);
+      }
+    }
+    if (r.Type === 'AWS::IAM::Role' && (roleId === undefined || roleId === id)) {
+      for (const p of (r.Properties.Policies ?? []) as { PolicyDocument: PolicyDocument }[]) {
+        docs.push(p.PolicyDocument);
+      }
+    }
+  }
+  return docs.flatMap((d) => d.Statement);
+}
+
+export const asArray = <T>(v: T | T[]): T[] => (Array.isArray(v) ? v : [v]);
+
+/** A CloudFormation value rendered as one string (Fn::Join flattened, Fn::Sub as is, Ref/GetAtt as <…>). */
+export function flat(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const v = value as Record<string, unknown>;
+  if (v['Fn::Join']) {
+    const [sep, parts] = v['Fn::Join'] as [string, unknown[]];
+    return parts.map(flat).join(sep);
+  }
+  if (typeof v['Fn::Sub'] === 'string') return v['Fn::Sub'];
+  if (v.Ref) return `<${v.Ref}>`;
+  if (v['Fn::GetAtt']) return `<${(v['Fn::GetAtt'] as string[]).join('.')}>`;
+  return JSON.stringify(value);
+}
