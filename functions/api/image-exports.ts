@@ -2,6 +2,7 @@ import { cancelRun, readLog } from '#commons/domain/image-builds.js';
 import {
   createImageExport,
   deleteImageExport,
+  downloadUrl,
   getImageExport,
   listImageExports,
 } from '#commons/domain/image-exports.js';
@@ -19,6 +20,10 @@ export const handler = apiHandler({
     await deleteImageExport(req.deps, req.principal(), req.param('name'));
     return json(200, successStatus(`ImageExport "${req.param('name')}" deleted`));
   },
+  'GET /api/v1/imageexports/{name}/download': async (req) => ({
+    statusCode: 307,
+    headers: { location: await downloadUrl(req.deps, req.principal(), req.param('name')) },
+  }),
   'POST /api/v1/imageexports/{name}/cancel': async (req) =>
     json(200, await cancelRun(req.deps, req.principal(), 'ImageExport', req.param('name'))),
   'GET /api/v1/imageexports/{name}/log': async (req) =>

@@ -45,6 +45,8 @@ export interface SecretStore {
   /** Stores a repository password under a fresh name; returns its reference. */
   putRepositoryPassword(orgId: string, repository: string, password: string): Promise<string>;
   deleteSecret(ref: string): Promise<void>;
+  /** A repository password by reference (workflow steps that talk to registries themselves). */
+  getRepositoryPassword(ref: string): Promise<string>;
   /** The key that signs `continue` tokens. */
   tokenSigningKey(): Promise<Uint8Array>;
 }
@@ -96,6 +98,8 @@ export interface ObjectStore {
   deletePrefix(prefix: string): Promise<void>;
   /** Multipart upload of a local file; returns its size and SHA-256 (hex). */
   putFile(key: string, path: string, contentType: string): Promise<{ size: number; sha256: string }>;
+  /** Streams an object (disk images are too large for memory). */
+  openRead(key: string): Promise<NodeJS.ReadableStream>;
   /** A short-lived download URL whose response names the file. */
   presignGet(key: string, expiresSeconds: number, fileName: string): Promise<string>;
 }

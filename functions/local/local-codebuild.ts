@@ -12,7 +12,9 @@ import { fileURLToPath } from 'node:url';
 import type { EnvVar } from '../commons/domain/build-plan.js';
 import type { ObjectStore } from '../commons/ports.js';
 
-export const BUILDER_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../builder/build-image.sh');
+const BUILDER_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../builder');
+export const BUILDER_SCRIPT = join(BUILDER_DIR, 'build-image.sh');
+export const EXPORTER_SCRIPT = join(BUILDER_DIR, 'export-image.sh');
 
 export interface StartBuildInput {
   ProjectName: string;
@@ -23,6 +25,13 @@ export interface StartBuildInput {
 
 export interface CodeBuildResult {
   Build: { BuildStatus: 'SUCCEEDED'; ExportedEnvironmentVariables: { Name: string; Value: string }[] };
+}
+
+/** The script's `IB_<NAME>: value` result lines (the buildspec exports the same values). */
+function resultLines(log: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of log.matchAll(/^IB_([A-Z0-9_]+): (.*)$/gm)) out[`IB_${m[1]}`] = (m[2] as string).trim();
+  return out;
 }
 
 /** Thrown like Step Functions' .sync integration reports a failed build. */
@@ -41,6 +50,8 @@ export interface LocalCodeBuildOptions {
   onHeartbeat?: () => void;
   /** Overrides the builder script (tests of the workflow's failure paths). */
   script?: string;
+  /** Overrides the exporter script. */
+  exportScript?: string;
 }
 
 const hasCommand = (cmd: string) =>
@@ -65,16 +76,25 @@ export class LocalCodeBuild {
     for (const v of input.EnvironmentVariablesOverride) {
       env[v.Name] = v.Type === 'SECRETS_MANAGER' ? await this.opts.readSecret(v.Value) : v.Value;
     }
-    const script = this.opts.script ?? BUILDER_SCRIPT;
-    if (!this.opts.script && !hasCommand('buildah')) {
+    const isExport = env.IB_JOB === 'export';
+    const script = isExport
+      ? (this.opts.exportScript ?? EXPORTER_SCRIPT)
+      : (this.opts.script ?? BUILDER_SCRIPT);
+    const needs = isExport ? ['skopeo', 'qemu-img', 'sfdisk', 'mkfs.ext4'] : ['buildah'];
+    const custom = isExport ? this.opts.exportScript : this.opts.script;
+    const missing = custom ? [] : needs.filter((cmd) => !hasCommand(cmd));
+    if (missing.length) {
       log.write(
-        'IB_ERROR: buildah is not installed on this machine; install it (Debian/Ubuntu: apt-get install buildah) and retry\n',
+        `IB_ERROR: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed on this machine; install ${
+          isExport ? 'skopeo, qemu-utils, fdisk and e2fsprogs' : 'buildah'
+        } (Debian/Ubuntu: apt-get install …) and retry\n`,
       );
       await closeLog(log);
-      throw new BuildFailedError('buildah is not installed');
+      throw new BuildFailedError(`${missing.join(', ')} not installed`);
     }
     const work = await mkdtemp(join(tmpdir(), 'ib-codebuild-'));
     try {
+      if (isExport) return await this.runExport(script, env, work, log);
       const contextDir = join(work, 'ctx');
       await this.downloadContext(env.IB_CONTEXT_PREFIX ?? '', contextDir);
       for (const side of ['SOURCE', 'DEST']) {
@@ -82,7 +102,7 @@ export class LocalCodeBuild {
         if (ca && !isAbsolute(ca)) env[`IB_${side}_CA_FILE`] = join(contextDir, ca);
       }
       const digestFile = join(work, 'digest');
-      const code = await this.run(
+      const { code } = await this.run(
         script,
         { ...env, IB_CONTEXT_DIR: contextDir, IB_DIGEST_FILE: digestFile },
         log,
@@ -101,6 +121,48 @@ export class LocalCodeBuild {
     }
   }
 
+  /**
+   * The exporter job: the local exporter (bootc-image-builder cannot run here), then the disk image to
+   * object storage with a multipart upload, as the buildspec's `aws s3 cp` does in the cloud.
+   */
+  private async runExport(
+    script: string,
+    env: Record<string, string>,
+    work: string,
+    log: NodeJS.WritableStream,
+  ) {
+    const output = join(work, 'disk');
+    const { code, text } = await this.run(
+      script,
+      { ...env, IB_EXPORTER: 'local', IB_OUTPUT_FILE: output, TMPDIR: work },
+      log,
+    );
+    if (code !== 0) throw new BuildFailedError(`the exporter exited with code ${code}`);
+    const reported = resultLines(text);
+    const uploaded = await this.opts.objects.putFile(
+      env.IB_ARTIFACT_KEY ?? '',
+      output,
+      env.IB_ARTIFACT_CONTENT_TYPE ?? 'application/octet-stream',
+    );
+    if (reported.IB_SHA256 && reported.IB_SHA256 !== uploaded.sha256) {
+      log.write('IB_ERROR: the disk image changed between the exporter and the upload (SHA-256 mismatch)\n');
+      throw new BuildFailedError('checksum mismatch');
+    }
+    log.write(
+      `[local-codebuild] uploaded ${uploaded.size} bytes to s3://${env.IB_ARTIFACT_BUCKET}/${env.IB_ARTIFACT_KEY}\n`,
+    );
+    return {
+      Build: {
+        BuildStatus: 'SUCCEEDED' as const,
+        ExportedEnvironmentVariables: [
+          { Name: 'IB_SHA256', Value: uploaded.sha256 },
+          { Name: 'IB_SIZE', Value: String(uploaded.size) },
+          ...(reported.IB_AMI_ID ? [{ Name: 'IB_AMI_ID', Value: reported.IB_AMI_ID }] : []),
+        ],
+      },
+    };
+  }
+
   private async downloadContext(prefix: string, dir: string): Promise<void> {
     await mkdir(dir, { recursive: true });
     for (const key of await this.opts.objects.list(prefix)) {
@@ -112,8 +174,13 @@ export class LocalCodeBuild {
     }
   }
 
-  private run(script: string, env: Record<string, string>, log: NodeJS.WritableStream): Promise<number> {
+  private run(
+    script: string,
+    env: Record<string, string>,
+    log: NodeJS.WritableStream,
+  ): Promise<{ code: number; text: string }> {
     return new Promise((resolvePromise, reject) => {
+      let text = '';
       const child = spawn('bash', [script], {
         detached: true, // its own process group: cancel and timeouts kill everything it started
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -125,6 +192,7 @@ export class LocalCodeBuild {
       const onData = (chunk: Buffer) => {
         lastOutput = Date.now();
         log.write(chunk);
+        text = (text + chunk.toString('utf8')).slice(-65536); // the result lines come last
         if (chunk.includes('[heartbeat]')) this.opts.onHeartbeat?.();
       };
       child.stdout?.on('data', onData);
@@ -148,7 +216,7 @@ export class LocalCodeBuild {
         this.running.delete(child);
         if (verdict) log.write(verdict);
         else if (this.canceled) log.write('[local-codebuild] stopped: the run was canceled\n');
-        resolvePromise(code ?? (signal ? 128 + 15 : 1));
+        resolvePromise({ code: code ?? (signal ? 128 + 15 : 1), text });
       });
     });
   }

@@ -11,6 +11,7 @@ import { executionName } from '../commons/adapters/sfn-workflows.js';
 import { touch } from '../commons/domain/transitions.js';
 import type { Deps, WorkflowRef, Workflows } from '../commons/ports.js';
 import { type BuildStepEvent, runBuildStep } from '../workflows/image-build.js';
+import { type ExportStepEvent, type ReferrerPusher, runExportStep } from '../workflows/image-export.js';
 import { LocalCodeBuild, type StartBuildInput } from './local-codebuild.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
@@ -33,6 +34,7 @@ const STATEMACHINES = resolve(dirname(fileURLToPath(import.meta.url)), '../../st
 /** The values CDK substitutes in the cloud; locally they only need to be well-formed. */
 export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
   BuildStepFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:imagebuilder-build-step',
+  ExportStepFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:imagebuilder-export-step',
   BuildProjectX86_64: 'imagebuilder-local-x86_64',
   BuildProjectAarch64: 'imagebuilder-local-aarch64',
   BuilderLogGroupName: 'imagebuilder-local-builders',
@@ -57,6 +59,9 @@ export interface LocalWorkflowOptions {
   readSecret(ref: string): Promise<string>;
   /** Builder script override (workflow tests of failure paths); default: functions/builder/build-image.sh. */
   builderScript?: string;
+  exporterScript?: string;
+  /** Pushes an export's ORAS referrer (the same code as in the cloud). */
+  pushReferrer: ReferrerPusher;
   heartbeatTimeoutSeconds?: number;
 }
 
@@ -73,6 +78,7 @@ interface Execution {
 export class LocalStepFunctions implements Workflows {
   private readonly executions = new Map<string, Execution>();
   private readonly buildMachine = new StateMachine(loadDefinition('image-build.asl.json') as never);
+  private readonly exportMachine = new StateMachine(loadDefinition('image-export.asl.json') as never);
 
   constructor(private readonly opts: LocalWorkflowOptions) {}
 
@@ -98,11 +104,6 @@ export class LocalStepFunctions implements Workflows {
   async start(ref: WorkflowRef): Promise<void> {
     const name = executionName(ref);
     if (this.executions.has(name)) return; // like ExecutionAlreadyExists: a repeat is harmless
-    if (ref.kind !== 'ImageBuild') {
-      // The export state machine arrives with the export-workflow issue; until then exports stay Pending.
-      await this.record('start-skipped', ref, { why: 'no local ImageExport workflow yet' });
-      return;
-    }
     const deps = this.opts.deps();
     const codebuild = new LocalCodeBuild({
       objects: deps.objects,
@@ -113,22 +114,31 @@ export class LocalStepFunctions implements Workflows {
         this.opts.heartbeatTimeoutSeconds ?? Math.max(120, deps.settings.heartbeatSeconds * 4),
       onHeartbeat: () => void touch(deps, ref).catch(() => undefined),
       ...(this.opts.builderScript ? { script: this.opts.builderScript } : {}),
+      ...(this.opts.exporterScript ? { exportScript: this.opts.exporterScript } : {}),
     });
     // Task overrides get and give JSON; the casts only cross that boundary.
     type Json = never;
-    const step = (input: unknown) => runBuildStep(deps, input as BuildStepEvent) as Promise<Json>;
-    const build = (input: unknown) => codebuild.startBuildSync(input as StartBuildInput) as Promise<Json>;
-    const run = this.buildMachine.run(ref as never, {
+    const step =
+      ref.kind === 'ImageBuild'
+        ? (input: unknown) => runBuildStep(deps, input as BuildStepEvent) as Promise<Json>
+        : (input: unknown) =>
+            runExportStep(deps, input as ExportStepEvent, this.opts.pushReferrer) as Promise<Json>;
+    const job = (input: unknown) => codebuild.startBuildSync(input as StartBuildInput) as Promise<Json>;
+    const machine = ref.kind === 'ImageBuild' ? this.buildMachine : this.exportMachine;
+    const run = machine.run(ref as never, {
       overrides: {
-        taskResourceLocalHandlers: {
-          Prepare: step,
-          PlanManifestList: step,
-          RecordCompletion: step,
-          RecordFailure: step,
-          BuildX86_64: build,
-          BuildAarch64: build,
-          PushManifestList: build,
-        },
+        taskResourceLocalHandlers:
+          ref.kind === 'ImageBuild'
+            ? {
+                Prepare: step,
+                PlanManifestList: step,
+                RecordCompletion: step,
+                RecordFailure: step,
+                BuildX86_64: job,
+                BuildAarch64: job,
+                PushManifestList: job,
+              }
+            : { Prepare: step, Publish: step, RecordFailure: step, ConvertX86_64: job, ConvertAarch64: job },
       },
       context: {
         Execution: { Id: name, Name: name, Input: ref as Json, StartTime: new Date().toISOString() },

@@ -14,6 +14,7 @@ import { workflowRef } from '../commons/domain/image-builds.js';
 import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
 import { runBuildStep } from '../workflows/image-build.js';
 import { reconcilePending } from '../workflows/reconciler.js';
+import { pushDiskReferrer } from '../workflows/referrer.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
 import { FileEventPublisher } from './file-events.js';
 import { FileBuildLogs } from './file-logs.js';
@@ -126,6 +127,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         dataDir,
         logFile: (ref) => logs.pathOf(ref),
         readSecret: (ref) => secrets.readSecret(ref),
+        pushReferrer: pushDiskReferrer,
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
       });

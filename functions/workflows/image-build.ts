@@ -13,9 +13,10 @@ import {
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
 import { readyReason } from '../commons/domain/resources.js';
-import { transition } from '../commons/domain/transitions.js';
+import { settleWaitingExports, transition } from '../commons/domain/transitions.js';
 import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
+import { failureMessage, RunNotActiveError } from './common.js';
 import { withEnrollment } from './enrollment.js';
 
 export type BuildStepEvent =
@@ -33,11 +34,6 @@ export type BuildStepEvent =
 
 type Exported = { Name: string; Value: string }[];
 type BuiltItem = BuildItem & { result: { exported: Exported } };
-
-/** A run that must not go on (canceled or replaced meanwhile); the state machine records nothing more. */
-export class RunNotActiveError extends Error {
-  override name = 'RunNotActive';
-}
 
 async function load<T extends ImageBuild | Repository>(
   deps: Deps,
@@ -159,27 +155,14 @@ async function startWaitingExports(deps: Deps, ref: WorkflowRef): Promise<void> 
   }
 }
 
-/** The builder's own explanation (its last `IB_ERROR:` line) beats a generic cause. */
-async function failureMessage(deps: Deps, ref: WorkflowRef, error: { Error?: string; Cause?: string }) {
-  const log = await deps.logs.read(ref).catch(() => ({ text: '' }));
-  const lines = log.text.split('\n').filter((l) => l.includes('IB_ERROR:'));
-  const fromBuilder = lines[lines.length - 1]?.replace(/^.*IB_ERROR:\s*/, '').trim();
-  if (fromBuilder) return fromBuilder;
-  if (error.Error === 'States.Timeout') return 'timed out: the builder did not finish in time';
-  let cause = error.Cause ?? '';
-  try {
-    const parsed = JSON.parse(cause) as { errorMessage?: string };
-    if (parsed.errorMessage) cause = parsed.errorMessage;
-  } catch {
-    // a plain message
-  }
-  return cause ? cause.slice(0, 1000) : `the build failed (${error.Error ?? 'unknown error'})`;
-}
-
 async function fail(deps: Deps, e: Extract<BuildStepEvent, { step: 'fail' }>): Promise<void> {
   await deps.objects.deletePrefix(contextPrefix(e.ref));
   if (e.error.Error !== 'RunNotActive') {
-    await transition(deps, e.ref, { reason: 'Failed', message: await failureMessage(deps, e.ref, e.error) });
+    const failed = await transition(deps, e.ref, {
+      reason: 'Failed',
+      message: await failureMessage(deps, e.ref, e.error),
+    });
+    if (failed) await settleWaitingExports(deps, e.ref, 'Failed');
   }
 }
 
@@ -187,13 +170,16 @@ async function fail(deps: Deps, e: Extract<BuildStepEvent, { step: 'fail' }>): P
 async function ended(deps: Deps, e: Extract<BuildStepEvent, { step: 'ended' }>): Promise<void> {
   await deps.objects.deletePrefix(contextPrefix(e.ref));
   if (e.status === 'ABORTED') {
-    await transition(deps, e.ref, { reason: 'Canceled', message: 'Canceled' });
+    if (await transition(deps, e.ref, { reason: 'Canceled', message: 'Canceled' })) {
+      await settleWaitingExports(deps, e.ref, 'Canceled');
+    }
   } else {
     const message =
       e.status === 'TIMED_OUT'
         ? 'timed out: the build workflow ran longer than allowed'
         : (e.cause ?? 'the build workflow failed');
-    await transition(deps, e.ref, { reason: 'Failed', message });
+    if (await transition(deps, e.ref, { reason: 'Failed', message }))
+      await settleWaitingExports(deps, e.ref, 'Failed');
   }
 }
 
@@ -215,13 +201,15 @@ export async function runBuildStep(deps: Deps, event: BuildStepEvent): Promise<u
 }
 
 /** EventBridge's "Step Functions Execution Status Change" event, as the status rule delivers it. */
-interface ExecutionStatusChange {
+export interface ExecutionStatusChange {
   'detail-type': 'Step Functions Execution Status Change';
   detail: { status: string; input: string; cause?: string; error?: string };
 }
 
 /** The status rule's event → the `ended` step; everything else is already a step event. */
-export function toStepEvent(event: BuildStepEvent | ExecutionStatusChange): BuildStepEvent {
+export function toStepEvent<E extends { step: string }>(
+  event: E | ExecutionStatusChange,
+): E | Extract<BuildStepEvent, { step: 'ended' }> {
   if (!('detail-type' in event)) return event;
   const { status, input, cause, error } = event.detail;
   if (status !== 'ABORTED' && status !== 'TIMED_OUT' && status !== 'FAILED') {

@@ -141,7 +141,7 @@ describe('ImageExport', () => {
     expect(arch.body.message).toMatch(/^spec\.architecture: /);
   });
 
-  it('creates Pending with owner, says it waits for the build, hands off once; 409 on repeat', async () => {
+  it('creates Pending with owner, waits for its build (no hand-off yet), 409 on repeat', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', imageBuild('src-build'));
     const before = stack.workflows.starts.length;
     const res = await admin.req(
@@ -153,9 +153,8 @@ describe('ImageExport', () => {
     expect(res.body.metadata.owner).toBe('ImageBuild/src-build');
     expect(res.body.status.conditions[0]).toMatchObject({ reason: 'Pending', status: 'False' });
     expect(res.body.status.conditions[0].message).toContain('src-build');
-    expect(stack.workflows.starts.slice(before)).toEqual([
-      expect.objectContaining({ kind: 'ImageExport', name: 'disk', uid: res.body.metadata.uid }),
-    ]);
+    // The build is still Pending: the export's workflow starts when the build completes.
+    expect(stack.workflows.starts.slice(before)).toEqual([]);
     expect((await admin.req('POST', '/api/v1/imageexports', imageExport('disk', 'src-build'))).status).toBe(
       409,
     );
@@ -163,6 +162,36 @@ describe('ImageExport', () => {
     expect(list.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(['disk']);
     expect((await admin.req('DELETE', '/api/v1/imageexports/disk')).status).toBe(200);
     expect((await admin.req('GET', '/api/v1/imageexports/disk')).status).toBe(404);
+  });
+
+  it('an export of a Completed build hands off at once; of a Failed build it ends Failed saying why', async () => {
+    const { transition } = await import('../../functions/commons/domain/transitions.js');
+    const { workflowRef } = await import('../../functions/commons/domain/image-builds.js');
+    for (const [name, reason] of [
+      ['done-build', 'Completed'],
+      ['failed-build', 'Failed'],
+    ] as const) {
+      await admin.req('POST', '/api/v1/imagebuilds', imageBuild(name));
+      const item = await stack.deps.store.get('org-a', 'ImageBuild', name);
+      await transition(stack.deps, workflowRef(item!), { reason, message: reason });
+    }
+    const before = stack.workflows.starts.length;
+    const ok = await admin.req('POST', '/api/v1/imageexports', imageExport('from-done', 'done-build'));
+    expect(stack.workflows.starts.slice(before)).toEqual([
+      expect.objectContaining({ kind: 'ImageExport', name: 'from-done', uid: ok.body.metadata.uid }),
+    ]);
+    const failed = await admin.req('POST', '/api/v1/imageexports', imageExport('from-failed', 'failed-build'));
+    expect(failed.status).toBe(201);
+    expect(failed.body.status.conditions[0]).toMatchObject({
+      reason: 'Failed',
+      message: 'ImageBuild "failed-build" failed; there is no image to export',
+    });
+    const dl = await admin.req('GET', '/api/v1/imageexports/from-failed/download');
+    expect(dl.status).toBe(400);
+    expect(dl.body.message).toMatch(/only a Completed export can be downloaded/);
+    expect((await admin.req('GET', '/api/v1/imageexports/nope/download')).status).toBe(404);
+    const viewer = await stack.as('org-a', ['viewer']);
+    expect((await viewer.req('GET', '/api/v1/imageexports/from-failed/download')).status).toBe(403);
   });
 
   it('deleting a repository does not touch builds that name it', async () => {

@@ -33,6 +33,10 @@ export class FileSecretStore implements SecretStore {
     return readFile(this.path(ref), 'utf8');
   }
 
+  getRepositoryPassword(ref: string): Promise<string> {
+    return this.readSecret(ref);
+  }
+
   async deleteSecret(ref: string): Promise<void> {
     await rm(this.path(ref), { force: true });
   }

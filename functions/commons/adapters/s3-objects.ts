@@ -1,6 +1,7 @@
 // ObjectStore on S3 (and on s3rver locally: same code, path-style addressing), signed by aws4fetch.
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { AwsClient } from 'aws4fetch';
 import type { ObjectStore } from '../ports.js';
 import type { AwsCredentials } from './aws-json.js';
@@ -73,6 +74,12 @@ export class S3ObjectStore implements ObjectStore {
     }
     if (!res.ok) throw new Error(`S3 GET ${key}: ${res.status}`);
     return new Uint8Array(await res.arrayBuffer());
+  }
+
+  async openRead(key: string): Promise<NodeJS.ReadableStream> {
+    const res = await this.request('GET', `/${encodeKey(key)}`);
+    if (!res.ok || !res.body) throw new Error(`S3 GET ${key}: ${res.status}`);
+    return Readable.fromWeb(res.body as never);
   }
 
   async list(prefix: string): Promise<string[]> {

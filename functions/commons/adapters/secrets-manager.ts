@@ -35,6 +35,11 @@ export class SecretsManagerSecretStore implements SecretStore {
     }
   }
 
+  async getRepositoryPassword(ref: string): Promise<string> {
+    const out = await this.client.call<{ SecretString?: string }>('GetSecretValue', { SecretId: ref });
+    return out.SecretString ?? '';
+  }
+
   tokenSigningKey(): Promise<Uint8Array> {
     this.signingKey ??= this.client
       .call<{ SecretString?: string }>('GetSecretValue', { SecretId: this.tokenKeySecretId })

@@ -7,6 +7,7 @@ import {
   validateBuildSpecExtras,
 } from './containerfile/index.js';
 import { ConflictError, InvalidError } from './errors.js';
+import { artifactPrefix } from './export-run.js';
 import { acquireBuildSlot, releaseBuildSlot } from './quotas.js';
 import { requireRepository } from './repositories.js';
 import {
@@ -18,7 +19,7 @@ import {
   readyCondition,
   readyReason,
 } from './resources.js';
-import { transition } from './transitions.js';
+import { settleWaitingExports, transition } from './transitions.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
 import { validateImageBuildBody } from './validation.js';
 
@@ -159,6 +160,7 @@ export async function deleteImageBuild(deps: Deps, p: Principal, name: string): 
   for (const exp of await exportsOf(deps, p.orgId, name)) {
     if (isActive(exp)) await deps.workflows.stop(workflowRef(exp), 'ImageBuild deleted');
     await deps.store.delete(p.orgId, 'ImageExport', exp.name);
+    await deps.objects.deletePrefix(artifactPrefix(workflowRef(exp)));
   }
   const build = await deps.store.get(p.orgId, KIND, name);
   if (build && isActive(build)) await deps.workflows.stop(workflowRef(build), 'ImageBuild deleted');
@@ -196,6 +198,8 @@ export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | '
       : await transition(deps, ref, { reason: 'Canceling', message: 'Canceling', from: [reason] });
   if (!next) throw new ConflictError(`${kind} "${name}" changed while canceling; read it again`);
   await deps.workflows.stop(ref, 'canceled by user');
+  if (kind === 'ImageBuild' && readyReason(next.doc) === 'Canceled')
+    await settleWaitingExports(deps, ref, 'Canceled');
   return present(next);
 }
 

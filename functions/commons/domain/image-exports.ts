@@ -2,6 +2,7 @@
 import type { Deps, StoredResource } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import { InvalidError } from './errors.js';
+import { artifactPrefix } from './export-run.js';
 import { isActive, startWorkflow, workflowRef } from './image-builds.js';
 import {
   getOrThrow,
@@ -12,6 +13,7 @@ import {
   readyCondition,
   readyReason,
 } from './resources.js';
+import { settleWaitingExports } from './transitions.js';
 import type { ImageBuild, ImageExport } from './types.js';
 import { validateImageExportBody } from './validation.js';
 
@@ -32,11 +34,11 @@ export async function createImageExport(deps: Deps, p: Principal, body: unknown)
       `ImageBuild "${buildName}" builds ${archs.join(', ')}, not ${input.spec.architecture}`,
     );
   }
-  const buildReason = readyReason(build.doc);
+  const buildReason = readyReason(build.doc) ?? 'Pending';
   const message =
     buildReason === 'Completed'
       ? 'Waiting for the export workflow to start'
-      : `Waiting for ImageBuild "${buildName}" to complete (it is ${buildReason ?? 'Pending'})`;
+      : `Waiting for ImageBuild "${buildName}" to complete (it is ${buildReason})`;
   const item: StoredResource<ImageExport> = {
     orgId: p.orgId,
     kind: KIND,
@@ -52,7 +54,13 @@ export async function createImageExport(deps: Deps, p: Principal, body: unknown)
     },
   };
   await deps.store.create(item);
-  await startWorkflow(deps, item);
+  // Started now only when there is an image to export; otherwise the build's completion starts it,
+  // or its failure or cancellation ends it.
+  if (buildReason === 'Completed') await startWorkflow(deps, item);
+  else if (buildReason === 'Failed' || buildReason === 'Canceled') {
+    await settleWaitingExports(deps, workflowRef(build), buildReason);
+    return present((await deps.store.get(p.orgId, KIND, item.name)) ?? item);
+  }
   return present(item);
 }
 
@@ -69,6 +77,32 @@ export async function listImageExports(deps: Deps, p: Principal, params: ListPar
 export async function deleteImageExport(deps: Deps, p: Principal, name: string): Promise<void> {
   authorize(p, 'write');
   const item = await deps.store.get(p.orgId, KIND, name);
-  if (item && isActive(item)) await deps.workflows.stop(workflowRef(item), 'ImageExport deleted');
-  await deps.store.delete(p.orgId, KIND, name);
+  if (item) await removeExport(deps, item);
+}
+
+/** Stops the export if it runs, deletes it and its disk image. */
+export async function removeExport(deps: Deps, item: StoredResource): Promise<void> {
+  const ref = workflowRef(item);
+  if (isActive(item)) await deps.workflows.stop(ref, 'ImageExport deleted');
+  await deps.store.delete(item.orgId, KIND, item.name);
+  await deps.objects.deletePrefix(artifactPrefix(ref));
+}
+
+/** Presigned links live this long (the download must start within it). */
+export const DOWNLOAD_URL_SECONDS = 900;
+
+/** GET …/download: a short-lived presigned URL of the disk image, named `<build>-<arch>.<ext>`. */
+export async function downloadUrl(deps: Deps, p: Principal, name: string): Promise<string> {
+  authorize(p, 'download');
+  const item = await getOrThrow<ImageExport>(deps, p.orgId, KIND, name);
+  const reason = readyReason(item.doc);
+  const artifact = item.doc.status?.artifact;
+  if (reason !== 'Completed' || !artifact) {
+    throw new InvalidError(
+      'status',
+      `ImageExport "${name}" is ${reason ?? 'Pending'}; only a Completed export can be downloaded`,
+    );
+  }
+  const key = artifact.uri.replace(/^s3:\/\/[^/]+\//, '');
+  return deps.objects.presignGet(key, DOWNLOAD_URL_SECONDS, key.slice(key.lastIndexOf('/') + 1));
 }

@@ -110,3 +110,38 @@ export async function touch(deps: Deps, ref: WorkflowRef): Promise<void> {
     if (!(err instanceof ConflictError)) throw err;
   });
 }
+
+/**
+ * Exports waiting for a build that ended without an image: they end too, saying why (CONTRACT §1).
+ * Called by the build workflow when the build fails or is canceled.
+ */
+export async function settleWaitingExports(
+  deps: Deps,
+  buildRef: WorkflowRef,
+  buildReason: 'Failed' | 'Canceled',
+) {
+  const page = await deps.store.queryPage({
+    orgId: buildRef.orgId,
+    kind: 'ImageExport',
+    buildRef: buildRef.name,
+    limit: 1000,
+  });
+  for (const item of page.items as StoredResource<ImageExport>[]) {
+    if (readyReason(item.doc) !== 'Pending') continue;
+    await transition(
+      deps,
+      {
+        orgId: item.orgId,
+        kind: 'ImageExport',
+        name: item.name,
+        uid: item.doc.metadata.uid as string,
+        generation: item.doc.metadata.generation ?? 1,
+      },
+      {
+        reason: buildReason,
+        message: `ImageBuild "${buildRef.name}" ${buildReason === 'Failed' ? 'failed' : 'was canceled'}; there is no image to export`,
+        from: ['Pending'],
+      },
+    );
+  }
+}

@@ -45,6 +45,7 @@ export const ROUTES: readonly Route[] = [
   r('DELETE', '/api/v1/imageexports/{name}', 'image-exports'),
   r('POST', '/api/v1/imageexports/{name}/cancel', 'image-exports'),
   r('GET', '/api/v1/imageexports/{name}/log', 'image-exports'),
+  r('GET', '/api/v1/imageexports/{name}/download', 'image-exports'),
 ];
 
 export const routeKey = (route: Pick<Route, 'method' | 'path'>): string => `${route.method} ${route.path}`;

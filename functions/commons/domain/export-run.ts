@@ -1,0 +1,73 @@
+// What an export run does, as data: the exporter's environment (CodeBuild's EnvironmentVariablesOverride
+// shape, also used by the local runner), where the disk image goes and what it is called.
+import type { StoredResource, WorkflowRef } from '../ports.js';
+import { type EnvVar, registryEnv } from './build-plan.js';
+import { artifactFor, bibArguments, bibConfigToml } from './export-plan.js';
+import type { ImageBuild, ImageExport, Repository } from './types.js';
+
+/** Fixed paths inside the exporter's job (CodeBuild and the local stand-in alike). */
+export const EXPORT_WORKDIR = '/tmp/ib-export';
+
+export interface ExportPlan {
+  arch: string;
+  format: string;
+  imageRef: string;
+  artifactKey: string;
+  fileName: string;
+  contentType: string;
+  timeoutMinutes: number;
+  env: EnvVar[];
+}
+
+export const artifactPrefix = (ref: WorkflowRef) => `artifacts/${ref.orgId}/${ref.uid}-${ref.generation}/`;
+
+const plain = (Name: string, Value: string): EnvVar => ({ Name, Value, Type: 'PLAINTEXT' });
+
+export function planExport(
+  ref: WorkflowRef,
+  exp: StoredResource<ImageExport>,
+  build: StoredResource<ImageBuild>,
+  registry: StoredResource<Repository>,
+  settings: { artifactBucket: string; buildTimeoutSeconds: number; heartbeatSeconds: number },
+): ExportPlan {
+  const arch = exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
+  const digest = build.doc.status?.architectures?.[arch]?.digest ?? build.doc.status?.manifestDigest ?? '';
+  const imageRef = `${registry.doc.spec.registry}/${build.doc.spec.destination.imageName}@${digest}`;
+  const format = exp.doc.spec.format;
+  const artifact = artifactFor(format);
+  const fileName = `${build.name}-${arch}.${artifact.extension}`;
+  const artifactKey = `${artifactPrefix(ref)}${fileName}`;
+  const bibArgs =
+    format === 'ami'
+      ? [] // bib's AWS upload needs the vmimport setup of the export issue's AMI support
+      : bibArguments({
+          format,
+          imageRef,
+          rootfs: 'ext4',
+          configPath: `${EXPORT_WORKDIR}/config.toml`,
+          outputDir: `${EXPORT_WORKDIR}/out`,
+        });
+  return {
+    arch,
+    format,
+    imageRef,
+    artifactKey,
+    fileName,
+    contentType: artifact.contentType,
+    timeoutMinutes: Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60))),
+    env: [
+      plain('IB_JOB', 'export'),
+      plain('IB_IMAGE_REF', imageRef),
+      plain('IB_ARCH', arch),
+      plain('IB_FORMAT', format),
+      plain('IB_ARTIFACT_BUCKET', settings.artifactBucket),
+      plain('IB_ARTIFACT_KEY', artifactKey),
+      plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
+      plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
+      plain('IB_BIB_CONFIG', bibConfigToml(build.doc.spec)),
+      plain('IB_HEARTBEAT_SECONDS', String(settings.heartbeatSeconds)),
+      // No build context here to carry a CA file: custom CAs reach exports with the export issue's CDK.
+      ...registryEnv('SOURCE', registry).filter((v) => v.Name !== 'IB_SOURCE_CA_FILE'),
+    ],
+  };
+}
