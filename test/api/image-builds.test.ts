@@ -180,7 +180,11 @@ describe('ImageExport', () => {
     expect(stack.workflows.starts.slice(before)).toEqual([
       expect.objectContaining({ kind: 'ImageExport', name: 'from-done', uid: ok.body.metadata.uid }),
     ]);
-    const failed = await admin.req('POST', '/api/v1/imageexports', imageExport('from-failed', 'failed-build'));
+    const failed = await admin.req(
+      'POST',
+      '/api/v1/imageexports',
+      imageExport('from-failed', 'failed-build'),
+    );
     expect(failed.status).toBe(201);
     expect(failed.body.status.conditions[0]).toMatchObject({
       reason: 'Failed',
