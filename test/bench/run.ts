@@ -1,7 +1,7 @@
 // `npm run bench`: prints figures (not asserted) for the targets in the issues. Each figure is a ratio
 // against a baseline measured in the same run, so it means the same on any machine.
 import { benchApi, benchBundles } from './api.js';
-import { benchBuild, benchDispatch, benchGeneration } from './workflow.js';
+import { benchBuild, benchDispatch, benchExport, benchGeneration } from './workflow.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -12,6 +12,7 @@ const suites: Record<string, () => Promise<Record<string, number>>> = {
   generation: benchGeneration,
   dispatch: benchDispatch,
   build: benchBuild,
+  export: benchExport,
 };
 
 const summary: Record<string, number> = {};

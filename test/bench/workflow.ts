@@ -194,3 +194,130 @@ export async function benchBuild(): Promise<Record<string, number>> {
     await rm(bareDir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Export (issue 5): the local export pipeline through the API ÷ the bare exporter command on the same
+ * image; multipart upload vs a single PUT (s3rver); presigned download vs reading the file.
+ */
+export async function benchExport(): Promise<Record<string, number>> {
+  const figures: Record<string, number> = {};
+  const dataDir = await mkdtemp(join(tmpdir(), 'ib-bench-export-'));
+  let stack: LocalStack | undefined;
+  const haveTools = (await hasBuildah()) && (await hasRegistry());
+  const registry = haveTools ? await startRegistry() : undefined;
+  const id = randomBytes(3).toString('hex');
+  const base = `localhost/ib-bench-xbase:${id}`;
+  try {
+    stack = await startLocalStack({ port: 0, dataDir, inMemory: true, logger: silent });
+    const s = stack;
+    const objects = s.deps.objects;
+    // Upload and download throughput on the local S3 API.
+    const rows: (string | number)[][] = [
+      ['size', 'single PUT MB/s', 'multipart MB/s', 'ratio', 'presigned GET MB/s', 'read file MB/s'],
+    ];
+    for (const mib of [64, 256]) {
+      const data = randomBytes(mib * 1024 * 1024);
+      const file = join(dataDir, `blob-${mib}`);
+      await writeFile(file, data);
+      const single = await timeOne(() => objects.put(`bench/single-${mib}`, data));
+      const multi = await timeOne(() =>
+        objects.putFile(`bench/multi-${mib}`, file, 'application/octet-stream'),
+      );
+      const url = await objects.presignGet(`bench/multi-${mib}`, 900, 'x.bin');
+      const get = await timeOne(async () => {
+        const res = await fetch(url);
+        for await (const _ of res.body as unknown as AsyncIterable<Uint8Array>) void _;
+      });
+      const read = await timeOne(() => readFile(file));
+      const mbps = (ms: number) => mib / 1.048576 / (ms / 1000);
+      rows.push([
+        `${mib} MiB`,
+        fmt(mbps(single), 0),
+        fmt(mbps(multi), 0),
+        fmt(single / multi),
+        fmt(mbps(get), 0),
+        fmt(mbps(read), 0),
+      ]);
+      figures[`multipart vs single ${mib} MiB (× faster)`] = single / multi;
+      figures[`presigned GET ${mib} MiB MB/s`] = mbps(get);
+    }
+    printTable('Object storage on s3rver (multipart: 16 MiB parts, 4 in flight)', rows);
+
+    if (!registry) {
+      console.log('\n## Export overhead: skipped (needs buildah and docker-registry)');
+      return figures;
+    }
+    await buildFixtureBaseImage(base);
+    await pushImage(base, `${registry.host}/fixtures/base:1`);
+    const token = await s.token({ org_id: 'bench', roles: ['admin'] });
+    await api(s, token, 'POST', '/api/v1/repositories', {
+      apiVersion: 'flightctl.io/v1beta1',
+      kind: 'Repository',
+      metadata: { name: 'reg' },
+      spec: { type: 'oci', registry: registry.host, scheme: 'http', accessMode: 'ReadWrite' },
+    });
+    await api(
+      s,
+      token,
+      'POST',
+      '/api/v1/imagebuilds',
+      buildDoc('xb', 'reg', 'reg', 'fixtures/base', `x-${id}`),
+    );
+    const built = await waitDone(s, token, 'xb');
+    const imageRef = `${registry.host}/bench/os@${built.status.manifestDigest}`;
+    const bare = await timeOne(async () => {
+      const { execFile } = await import('node:child_process');
+      await new Promise<void>((resolve, reject) =>
+        execFile(
+          'bash',
+          [join(process.cwd(), 'functions/builder/export-image.sh')],
+          {
+            env: {
+              PATH: process.env.PATH ?? '',
+              HOME: process.env.HOME ?? '/root',
+              TMPDIR: dataDir,
+              IB_EXPORTER: 'local',
+              IB_IMAGE_REF: imageRef,
+              IB_ARCH: 'x86_64',
+              IB_FORMAT: 'qcow2',
+              IB_OUTPUT_FILE: join(dataDir, 'bare.qcow2'),
+              IB_SOURCE_TLS_VERIFY: 'false',
+            },
+            maxBuffer: 64 * 1024 * 1024,
+          },
+          (err) => (err ? reject(err) : resolve()),
+        ),
+      );
+    });
+    const pipeline = await timeOne(async () => {
+      await api(s, token, 'POST', '/api/v1/imageexports', {
+        apiVersion: 'flightctl.io/v1alpha1',
+        kind: 'ImageExport',
+        metadata: { name: 'xe' },
+        spec: { source: { type: 'imageBuild', imageBuildRef: 'xb' }, format: 'qcow2' },
+      });
+      for (;;) {
+        const e = await api(s, token, 'GET', '/api/v1/imageexports/xe');
+        const reason = e.status?.conditions?.[0]?.reason;
+        if (reason === 'Completed') break;
+        if (reason === 'Failed') throw new Error(e.status.conditions[0].message);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    });
+    printTable(
+      'Export: the local pipeline through the API vs the bare exporter command (same image, qcow2)',
+      [
+        ['run', 'seconds', 'ratio', 'target'],
+        ['bare export-image.sh', fmt(bare / 1000), '1.00', ''],
+        ['API → Completed (convert, upload, referrer)', fmt(pipeline / 1000), fmt(pipeline / bare), '≤ 1.15'],
+      ],
+    );
+    figures['export overhead ratio'] = pipeline / bare;
+    return figures;
+  } finally {
+    await stack?.stop();
+    await registry?.stop();
+    await removeImages(base).catch(() => undefined);
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
