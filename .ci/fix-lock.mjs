@@ -7,7 +7,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 const lock = JSON.parse(readFileSync('package-lock.json', 'utf8'));
 const packages = lock.packages;
-const CPU = { arm: 'arm', arm64: 'arm64', x64: 'x64', ia32: 'ia32', loong64: 'loong64', ppc64: 'ppc64', riscv64: 'riscv64', s390x: 's390x' };
+const CPU = {
+  arm: 'arm',
+  arm64: 'arm64',
+  x64: 'x64',
+  ia32: 'ia32',
+  loong64: 'loong64',
+  ppc64: 'ppc64',
+  riscv64: 'riscv64',
+  s390x: 's390x',
+};
 
 function platformOf(name) {
   const base = name.split('/')[1].replace(/^cli-|^rollup-/, '');
@@ -21,14 +30,19 @@ let added = 0;
 for (const [path, pkg] of Object.entries(packages)) {
   for (const [dep, spec] of Object.entries(pkg.optionalDependencies ?? {})) {
     if (!/^@(biomejs\/cli|rollup\/rollup)-/.test(dep)) continue;
-    const where = `${path ? `${path}/` : ''}node_modules/${dep}`.replace(/^.*?node_modules\/(?=@)/, 'node_modules/');
+    const where = `${path ? `${path}/` : ''}node_modules/${dep}`.replace(
+      /^.*?node_modules\/(?=@)/,
+      'node_modules/',
+    );
     if (packages[where] || packages[`node_modules/${dep}`]) continue;
     packages[`node_modules/${dep}`] = { version: spec, ...platformOf(dep), dev: pkg.dev, optional: true };
     if (!pkg.dev) delete packages[`node_modules/${dep}`].dev;
     added++;
   }
 }
-const sorted = Object.fromEntries(Object.entries(packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))));
+const sorted = Object.fromEntries(
+  Object.entries(packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))),
+);
 lock.packages = sorted;
 writeFileSync('package-lock.json', `${JSON.stringify(lock, null, 2)}\n`);
 console.log(`fix-lock: ${added} optional platform entries added`);
