@@ -179,6 +179,8 @@ export class LocalCodeBuild {
     env: Record<string, string>,
     log: NodeJS.WritableStream,
   ): Promise<{ code: number; text: string }> {
+    // Canceled while the context was being fetched: nothing may start any more.
+    if (this.canceled) return Promise.resolve({ code: 143, text: '' });
     return new Promise((resolvePromise, reject) => {
       let text = '';
       const child = spawn('bash', [script], {

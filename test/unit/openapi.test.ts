@@ -8,10 +8,7 @@ import * as generated from '../../functions/commons/generated/validators.js';
 import { createAjv, VALIDATED } from '../../infra/tools/gen-validators.js';
 
 const reference = parse(
-  readFileSync(
-    join(__dirname, '../../../shared/reference/flightctl-imagebuilder-v1alpha1.openapi.yaml'),
-    'utf8',
-  ),
+  readFileSync(join(__dirname, '../fixtures/flightctl-imagebuilder-v1alpha1.openapi.yaml'), 'utf8'),
 );
 const ours = parse(readFileSync(join(__dirname, '../../openapi.yaml'), 'utf8'));
 
