@@ -18,6 +18,8 @@ export const CONTEXT_KEYS = [
   'notificationEmail',
   'notificationWebhookUrl',
   'notificationWebhookSecretArn',
+  'artifactRetentionDays',
+  'createVmImportRole',
 ] as const;
 
 /** Context keys whose value is a plain string, passed through to the props of the same name. */
@@ -50,6 +52,16 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
   const rateLimit = number('throttlingRateLimit');
   const burstLimit = number('throttlingBurstLimit');
   const buildTimeoutMinutes = number('buildTimeoutMinutes');
+  const artifactRetentionDays = number('artifactRetentionDays');
+  const rawCreateVmImportRole = get('createVmImportRole');
+  let createVmImportRole: boolean | undefined;
+  if (rawCreateVmImportRole === true || rawCreateVmImportRole === 'true') createVmImportRole = true;
+  else if (rawCreateVmImportRole === false || rawCreateVmImportRole === 'false') createVmImportRole = false;
+  else if (rawCreateVmImportRole !== undefined) {
+    problems.push(
+      `context createVmImportRole=${JSON.stringify(rawCreateVmImportRole)} must be true or false`,
+    );
+  }
   const strings: Partial<Record<(typeof STRING_KEYS)[number], string>> = {};
   for (const key of STRING_KEYS) {
     const value = get(key);
@@ -82,6 +94,8 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
       ...(burstLimit !== undefined ? { burstLimit } : {}),
     },
     ...(buildTimeoutMinutes !== undefined ? { buildTimeoutMinutes } : {}),
+    ...(artifactRetentionDays !== undefined ? { artifactRetentionDays } : {}),
+    ...(createVmImportRole !== undefined ? { createVmImportRole } : {}),
     ...(strings as Pick<ImageBuilderProps, (typeof STRING_KEYS)[number]>),
   };
   validateImageBuilderProps(props);

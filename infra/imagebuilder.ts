@@ -11,9 +11,15 @@ import { Construct } from 'constructs';
 import { type ApiFunction as ApiFunctionName, ROUTES } from '../functions/commons/http/routes.js';
 import { Api } from './constructs/api.js';
 import { ApiFunction } from './constructs/api-function.js';
-import { BuildContextStore, Builders, ImageBuildWorkflow } from './constructs/build-workflow.js';
+import {
+  BuildContextStore,
+  Builders,
+  DEFAULT_ARTIFACT_RETENTION_DAYS,
+  ImageBuildWorkflow,
+} from './constructs/build-workflow.js';
 import { DataStore } from './constructs/data.js';
 import { ServiceEvents } from './constructs/events.js';
+import { ImageExportWorkflow, VmImport } from './constructs/export-workflow.js';
 import { UserDirectory } from './constructs/identity.js';
 import { Notifications } from './constructs/notifications.js';
 import { ServiceSecrets } from './constructs/secrets.js';
@@ -63,6 +69,16 @@ export interface ImageBuilderProps {
    * header. Required with `notificationWebhookUrl`.
    */
   readonly notificationWebhookSecretArn?: string;
+  /**
+   * Days a disk image stays in the service bucket (`artifacts/`) before it expires; deleting its export
+   * removes it at once. @default 30
+   */
+  readonly artifactRetentionDays?: number;
+  /**
+   * Create the account-wide `vmimport` service role the `ami` format needs. Set false when the account
+   * already has one (another stage, or an earlier VM Import setup). @default true
+   */
+  readonly createVmImportRole?: boolean;
 }
 
 export const BUILDER_COMPUTE_TYPES = [
@@ -170,6 +186,13 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
       'notificationWebhookUrl and notificationWebhookSecretArn must be given together (the webhook is called with the secret as its Authorization header)',
     );
   }
+  const retention = props.artifactRetentionDays;
+  if (retention !== undefined && !(Number.isInteger(retention) && retention >= 1)) {
+    problems.push(`artifactRetentionDays ${JSON.stringify(retention)} must be an integer >= 1`);
+  }
+  if (props.createVmImportRole !== undefined && typeof props.createVmImportRole !== 'boolean') {
+    problems.push(`createVmImportRole ${JSON.stringify(props.createVmImportRole)} must be true or false`);
+  }
   if (problems.length > 0) {
     throw new Error(`Invalid ImageBuilder settings:\n  - ${problems.join('\n  - ')}`);
   }
@@ -207,6 +230,9 @@ export class ImageBuilder extends Construct {
   readonly contextStore: BuildContextStore;
   readonly builders: Builders;
   readonly buildWorkflow: ImageBuildWorkflow;
+  readonly exportWorkflow: ImageExportWorkflow;
+  /** The `vmimport` role of the `ami` format (created, or the account's own). */
+  readonly vmImport: VmImport;
   /** Present when `notificationEmail` or `notificationWebhookUrl` is set. */
   readonly notifications?: Notifications;
 
@@ -241,11 +267,30 @@ export class ImageBuilder extends Construct {
     const buildTimeoutMinutes = props.buildTimeoutMinutes ?? DEFAULT_BUILD_TIMEOUT_MINUTES;
 
     this.events = new ServiceEvents(this, 'Events', { busName: `imagebuilder-${props.stage}` });
-    this.contextStore = new BuildContextStore(this, 'BuildContexts');
+    this.contextStore = new BuildContextStore(this, 'BuildContexts', {
+      artifactRetentionDays: props.artifactRetentionDays ?? DEFAULT_ARTIFACT_RETENTION_DAYS,
+      accessLogRetentionDays: logRetention,
+    });
     this.builders = new Builders(this, 'Builders', {
       contextStore: this.contextStore,
       secrets: this.secrets,
       computeType: props.builderComputeType ?? DEFAULT_BUILDER_COMPUTE_TYPE,
+      timeoutMinutes: buildTimeoutMinutes,
+      logRetention,
+    });
+    this.vmImport = new VmImport(this, 'VmImport', {
+      contextStore: this.contextStore,
+      ...(props.createVmImportRole !== undefined ? { createRole: props.createVmImportRole } : {}),
+    });
+    this.vmImport.grantImport(this.builders.role);
+    this.exportWorkflow = new ImageExportWorkflow(this, 'ExportWorkflow', {
+      stage: props.stage,
+      data: this.data,
+      secrets: this.secrets,
+      events: this.events,
+      contextStore: this.contextStore,
+      builders: this.builders,
+      environment: common,
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
     });
@@ -259,6 +304,7 @@ export class ImageBuilder extends Construct {
       environment: common,
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
+      exportWorkflow: this.exportWorkflow,
       ...(props.flightctlSecretArn ? { flightctlSecretArn: props.flightctlSecretArn } : {}),
       ...(props.agentRepoUrl ? { agentRepoUrl: props.agentRepoUrl } : {}),
     });
@@ -266,6 +312,7 @@ export class ImageBuilder extends Construct {
     const environment = {
       ...common,
       IMAGE_BUILD_STATE_MACHINE_ARN: this.buildWorkflow.stateMachineArn,
+      IMAGE_EXPORT_STATE_MACHINE_ARN: this.exportWorkflow.stateMachineArn,
       BUILDER_LOG_GROUP: this.builders.logGroup.logGroupName,
       EVENT_BUS_NAME: this.events.busName,
       BUILD_CONTEXT_BUCKET: this.contextStore.bucketName,
@@ -293,10 +340,19 @@ export class ImageBuilder extends Construct {
         this.events.grantPutEvents(fn);
         this.builders.grantReadLogs(fn);
       }
-      // Create, retry and newversion start runs; cancel and delete stop them and drop their context.
+      // Create, retry and newversion start runs; cancel and delete stop them and drop their context;
+      // deleting a build also stops and deletes its exports, disk images included.
       if (name === 'image-builds') {
         this.buildWorkflow.grantStartStop(fn);
+        this.exportWorkflow.grantStartStop(fn);
         this.contextStore.grantReadDelete(fn);
+        this.contextStore.grantArtifactsReadDelete(fn);
+      }
+      // Exports start and stop their runs; downloads are presigned with this role (s3:GetObject);
+      // delete removes the disk image.
+      if (name === 'image-exports') {
+        this.exportWorkflow.grantStartStop(fn);
+        this.contextStore.grantArtifactsReadDelete(fn);
       }
       functions[name] = fn;
     }
@@ -340,7 +396,12 @@ export class ImageBuilder extends Construct {
     return this.events.bus;
   }
 
-  /** Build contexts, under `contexts/`, expired after 2 days. */
+  /** The image export state machine (statemachines/image-export.asl.json). */
+  get exportStateMachine(): sfn.StateMachine {
+    return this.exportWorkflow.stateMachine;
+  }
+
+  /** Build contexts under `contexts/` (expired after 2 days) and disk images under `artifacts/`. */
   get contextBucket(): s3.Bucket {
     return this.contextStore.bucket;
   }

@@ -28,6 +28,9 @@ export class ImageBuilderStack extends Stack {
     new CfnOutput(this, 'ImageBuildStateMachineArn', {
       value: this.imageBuilder.stateMachine.stateMachineArn,
     });
+    new CfnOutput(this, 'ImageExportStateMachineArn', {
+      value: this.imageBuilder.exportStateMachine.stateMachineArn,
+    });
     const { userPool, userPoolClient } = this.imageBuilder;
     if (userPool && userPoolClient) {
       new CfnOutput(this, 'UserPoolId', { value: userPool.userPoolId });

@@ -17,33 +17,73 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
 import type { BuilderComputeType } from '../imagebuilder.js';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
 import type { DataStore } from './data.js';
 import { type ServiceEvents, TARGET_RETRY } from './events.js';
+import type { ImageExportWorkflow } from './export-workflow.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
 
 export const BUILDER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/build-image.sh');
+export const EXPORTER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/export-image.sh');
 export const IMAGE_BUILD_ASL = path.join(PROJECT_ROOT, 'statemachines/image-build.asl.json');
 /** Key prefix of build contexts (functions/commons/domain/build-plan.ts `contextPrefix`). */
 export const CONTEXT_PREFIX = 'contexts/';
-const BUILD_HEARTBEAT_SECONDS = 30;
+/** Key prefix of disk images (functions/commons/domain/export-run.ts `artifactPrefix`). */
+export const ARTIFACT_PREFIX = 'artifacts/';
+export const DEFAULT_ARTIFACT_RETENTION_DAYS = 30;
+export const BUILD_HEARTBEAT_SECONDS = 30;
 
 // ---------------------------------------------------------------------------------------------------
 
-/** Build contexts: one prefix per run, deleted by the step handler at the end, expired as a backstop. */
+export interface BuildContextStoreProps {
+  /** Days a disk image stays under `artifacts/` before it expires. @default 30 */
+  readonly artifactRetentionDays?: number;
+  /** Days the server access logs are kept. @default 30 */
+  readonly accessLogRetentionDays?: number;
+}
+
+/**
+ * The service's one bucket (the functions know it as BUILD_CONTEXT_BUCKET): build contexts under
+ * `contexts/` (one prefix per run, deleted at its end, expired as a backstop) and the exporters' disk
+ * images under `artifacts/` (deleted with their export, expired after the retention period).
+ */
 export class BuildContextStore extends Construct {
   readonly bucket: s3.Bucket;
+  /** Server access logs of `bucket` (it logs nothing itself). */
+  readonly accessLogsBucket: s3.Bucket;
 
-  constructor(scope: Construct, id: string) {
+  constructor(scope: Construct, id: string, props: BuildContextStoreProps = {}) {
     super(scope, id);
+    const artifactDays = props.artifactRetentionDays ?? DEFAULT_ARTIFACT_RETENTION_DAYS;
+    // Log delivery through a bucket policy (logging.s3.amazonaws.com, scoped to the source bucket),
+    // not the legacy LogDeliveryWrite ACL, whatever the app's feature flags: ACLs stay disabled.
+    this.node.setContext(cxapi.S3_SERVER_ACCESS_LOGS_USE_BUCKET_POLICY, true);
+    this.accessLogsBucket = new s3.Bucket(this, 'AccessLogs', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      // Server access logging delivers only to buckets encrypted with S3-managed keys.
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [
+        { id: 'expire-access-logs', expiration: Duration.days(props.accessLogRetentionDays ?? 30) },
+      ],
+    });
+    Validations.of(this.accessLogsBucket).acknowledge({
+      id: 'AwsSolutions-S1',
+      reason:
+        'This bucket receives the server access logs of the service bucket; logging its own accesses would need a third bucket and record only S3 log delivery and the readers of these logs (CloudTrail has those).',
+    });
     this.bucket = new s3.Bucket(this, 'Bucket', {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       enforceSSL: true,
       encryption: s3.BucketEncryption.S3_MANAGED,
       versioned: false,
+      serverAccessLogsBucket: this.accessLogsBucket,
+      serverAccessLogsPrefix: 'service-bucket/',
       lifecycleRules: [
         {
           id: 'expire-contexts',
@@ -51,12 +91,14 @@ export class BuildContextStore extends Construct {
           expiration: Duration.days(2),
           abortIncompleteMultipartUploadAfter: Duration.days(1),
         },
+        {
+          // A backstop: deleting an export (or its build) removes its disk image at once.
+          id: 'expire-artifacts',
+          prefix: ARTIFACT_PREFIX,
+          expiration: Duration.days(artifactDays),
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
       ],
-    });
-    Validations.of(this.bucket).acknowledge({
-      id: 'AwsSolutions-S1',
-      reason:
-        'Build contexts live for one run (deleted at its end, expired after 2 days) and only the step handler, the builders and the image-builds API touch them; object access is audited with CloudTrail data events, which name the IAM principal, rather than best-effort server access logs in a second bucket.',
     });
   }
 
@@ -66,21 +108,40 @@ export class BuildContextStore extends Construct {
 
   /** s3:GetObject on contexts/* and listing that prefix (`aws s3 cp --recursive`). */
   grantRead(grantee: iam.IGrantable): void {
-    this.grant(grantee, ['s3:GetObject']);
+    this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject']);
   }
 
   /** Read and delete: clean-up of a run's context. */
   grantReadDelete(grantee: iam.IGrantable): void {
-    this.grant(grantee, ['s3:GetObject', 's3:DeleteObject']);
+    this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject', 's3:DeleteObject']);
   }
 
   /** Read, write and delete: the step handler that prepares and removes contexts. */
   grantReadWrite(grantee: iam.IGrantable): void {
-    this.grant(grantee, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']);
+    this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']);
   }
 
-  private grant(grantee: iam.IGrantable, objectActions: string[]): void {
-    const objects = this.bucket.arnForObjects(`${CONTEXT_PREFIX}*`);
+  /** s3:PutObject on artifacts/* only (multipart uploads included): the exporters. */
+  grantArtifactsWrite(grantee: iam.IGrantable): void {
+    const objects = this.bucket.arnForObjects(`${ARTIFACT_PREFIX}*`);
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [objects] }),
+    );
+    acknowledgeWildcardResource(grantee, objects, ARTIFACTS_REASON);
+  }
+
+  /** s3:GetObject on artifacts/* and listing that prefix: the export step, presigned downloads. */
+  grantArtifactsRead(grantee: iam.IGrantable): void {
+    this.grant(grantee, ARTIFACT_PREFIX, ['s3:GetObject']);
+  }
+
+  /** Read and delete disk images: deleting an export (or its build) removes its object. */
+  grantArtifactsReadDelete(grantee: iam.IGrantable): void {
+    this.grant(grantee, ARTIFACT_PREFIX, ['s3:GetObject', 's3:DeleteObject']);
+  }
+
+  private grant(grantee: iam.IGrantable, prefix: string, objectActions: string[]): void {
+    const objects = this.bucket.arnForObjects(`${prefix}*`);
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: objectActions, resources: [objects] }),
     );
@@ -88,15 +149,47 @@ export class BuildContextStore extends Construct {
       new iam.PolicyStatement({
         actions: ['s3:ListBucket'],
         resources: [this.bucket.bucketArn],
-        conditions: { StringLike: { 's3:prefix': [`${CONTEXT_PREFIX}*`] } },
+        conditions: { StringLike: { 's3:prefix': [`${prefix}*`] } },
       }),
     );
     acknowledgeWildcardResource(
       grantee,
       objects,
-      `Each run's build context is a set of objects under ${CONTEXT_PREFIX}<org>/<run>/ whose names are known only at run time; access is limited to that prefix of this one bucket.`,
+      prefix === CONTEXT_PREFIX
+        ? `Each run's build context is a set of objects under ${CONTEXT_PREFIX}<org>/<run>/ whose names are known only at run time; access is limited to that prefix of this one bucket.`
+        : ARTIFACTS_REASON,
     );
   }
+}
+
+const ARTIFACTS_REASON = `Each export's disk image is an object under ${ARTIFACT_PREFIX}<org>/<run>/ whose name is known only at run time; access is limited to that prefix of this one bucket.`;
+
+/** Secrets Manager ARN pattern of the repository passwords (`<prefix>/<org>/repositories/<name>-…`). */
+export function repositoryPasswordsArn(scope: Construct, secrets: ServiceSecrets): string {
+  return Stack.of(scope).formatArn({
+    service: 'secretsmanager',
+    resource: 'secret',
+    resourceName: `${secrets.prefix}/*/repositories/*`,
+    arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+  });
+}
+
+/** secretsmanager:GetSecretValue on the repository passwords only, not the service's other secrets. */
+export function grantRepositoryPasswordsRead(
+  grantee: iam.IGrantable,
+  scope: Construct,
+  secrets: ServiceSecrets,
+  who: string,
+): void {
+  const passwords = repositoryPasswordsArn(scope, secrets);
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [passwords] }),
+  );
+  acknowledgeWildcardResource(
+    grantee,
+    passwords,
+    `${who} log in to registries with repository passwords, secrets created at run time as ${secrets.prefix}/<org>/repositories/<name>/<random>; only those may be read, not the service's other secrets.`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -122,41 +215,55 @@ export function armComputeType(computeType: BuilderComputeType): codebuild.Compu
 /** CodeBuild rejects inline buildspecs longer than this (InvalidInputException, undocumented). */
 export const MAX_INLINE_BUILDSPEC_LENGTH = 25_600;
 
+/** Working directory of an export job (functions/commons/domain/export-run.ts `EXPORT_WORKDIR`). */
+export const EXPORT_WORKDIR = '/tmp/ib-export';
+
 /**
- * The buildspec of both projects. The builder script is an S3 asset (`IB_BUILDER_SCRIPT_S3`, a project
- * variable): embedding it would exceed CodeBuild's inline buildspec limit, and as an asset its content
- * hash is in the template, so a deployment still pins the exact script version.
+ * The buildspec of both projects, for two kinds of job told apart by `IB_JOB` (set by each run):
+ * `build` (the default) runs the builder script on the run's context; `export` runs the exporter script
+ * (bootc-image-builder through podman), uploads the disk image to the service bucket and exports its
+ * SHA-256 and size. The scripts are S3 assets (`IB_BUILDER_SCRIPT_S3`, `IB_EXPORTER_SCRIPT_S3`, project
+ * variables): embedding them would exceed CodeBuild's inline buildspec limit, and as assets their content
+ * hashes are in the template, so a deployment still pins the exact script versions.
  */
 export function builderBuildSpec(): codebuild.BuildSpec {
+  const isExport = '[ "$IB_JOB" = export ]';
+  const dir = EXPORT_WORKDIR;
   return codebuild.BuildSpec.fromObject({
     version: '0.2',
-    env: { shell: 'bash', 'exported-variables': ['IB_DIGEST'] },
+    env: { shell: 'bash', 'exported-variables': ['IB_DIGEST', 'IB_SHA256', 'IB_SIZE', 'IB_AMI_ID'] },
     phases: {
       install: {
         commands: [
-          'command -v buildah >/dev/null 2>&1 || dnf install -y -q buildah',
+          `if ${isExport}; then { command -v podman && command -v jq; } >/dev/null 2>&1 || dnf install -y -q podman jq; else command -v buildah >/dev/null 2>&1 || dnf install -y -q buildah; fi`,
           // containers-storage on the build volume: overlay cannot stack on the image's own overlayfs
           // root; if the build volume is overlayfs too, fall back to vfs (slower, always works).
+          // bootc-image-builder reads the host's /var/lib/containers/storage (mounted into its
+          // container), so an export bind-mounts the build volume's storage there.
           [
             'IB_GRAPHROOT="$(dirname "$CODEBUILD_SRC_DIR")/containers-storage"',
             'IB_DRIVER=overlay',
             '[ "$(stat -f -c %T "$(dirname "$CODEBUILD_SRC_DIR")")" = overlayfs ] && IB_DRIVER=vfs',
             'mkdir -p /etc/containers "$IB_GRAPHROOT"',
+            `if ${isExport}; then mkdir -p /var/lib/containers/storage && mount --bind "$IB_GRAPHROOT" /var/lib/containers/storage && IB_GRAPHROOT=/var/lib/containers/storage; fi`,
             'printf \'[storage]\\ndriver = "%s"\\ngraphroot = "%s"\\nrunroot = "/run/containers/storage"\\n\' "$IB_DRIVER" "$IB_GRAPHROOT" > /etc/containers/storage.conf',
           ].join('; '),
-          'aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image && chmod 0755 /usr/local/bin/ib-build-image',
+          `if ${isExport}; then aws s3 cp --only-show-errors "$IB_EXPORTER_SCRIPT_S3" /usr/local/bin/ib-export-image && chmod 0755 /usr/local/bin/ib-export-image; else aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image && chmod 0755 /usr/local/bin/ib-build-image; fi`,
         ],
       },
       pre_build: {
         commands: [
-          'mkdir -p "$CODEBUILD_SRC_DIR/ctx"',
-          'aws s3 cp --recursive --only-show-errors "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$CODEBUILD_SRC_DIR/ctx/"',
+          // Export inputs are data: written with printf '%s', never evaluated.
+          `if ${isExport}; then mkdir -p ${dir}/out && printf '%s' "$IB_BIB_CONFIG" > ${dir}/config.toml && printf '%s' "$IB_BIB_ARGS" > ${dir}/bib-args.json; else mkdir -p "$CODEBUILD_SRC_DIR/ctx" && aws s3 cp --recursive --only-show-errors "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$CODEBUILD_SRC_DIR/ctx/"; fi`,
         ],
       },
       build: {
         commands: [
-          'IB_CONTEXT_DIR="$CODEBUILD_SRC_DIR/ctx" IB_DIGEST_FILE="$CODEBUILD_SRC_DIR/ib-digest" ib-build-image',
-          'export IB_DIGEST="$(cat "$CODEBUILD_SRC_DIR/ib-digest")"',
+          `if ${isExport}; then set -o pipefail; IB_EXPORTER=bib IB_BIB_ARGS_FILE=${dir}/bib-args.json IB_OUTPUT_FILE=${dir}/disk ib-export-image | tee ${dir}/exporter.log; else IB_CONTEXT_DIR="$CODEBUILD_SRC_DIR/ctx" IB_DIGEST_FILE="$CODEBUILD_SRC_DIR/ib-digest" ib-build-image; fi`,
+          // `aws s3 cp` switches to a multipart upload for large files by itself.
+          `if ${isExport}; then aws s3 cp --only-show-errors ${dir}/disk "s3://$IB_ARTIFACT_BUCKET/$IB_ARTIFACT_KEY" --content-type "$IB_ARTIFACT_CONTENT_TYPE"; fi`,
+          // The exporter's last lines are `IB_SHA256: <hex>` and `IB_SIZE: <bytes>` (and `IB_AMI_ID: …`).
+          `if ${isExport}; then export IB_SHA256="$(sed -n 's/^IB_SHA256: //p' ${dir}/exporter.log | tail -n 1)" IB_SIZE="$(sed -n 's/^IB_SIZE: //p' ${dir}/exporter.log | tail -n 1)" IB_AMI_ID="$(sed -n 's/^IB_AMI_ID: //p' ${dir}/exporter.log | tail -n 1)"; else export IB_DIGEST="$(cat "$CODEBUILD_SRC_DIR/ib-digest")"; fi`,
         ],
       },
     },
@@ -170,6 +277,8 @@ export class Builders extends Construct {
   readonly role: iam.Role;
   /** functions/builder/build-image.sh, downloaded by each build. */
   readonly script: s3assets.Asset;
+  /** functions/builder/export-image.sh, downloaded by each export. */
+  readonly exporterScript: s3assets.Asset;
   readonly x86_64: codebuild.Project;
   readonly aarch64: codebuild.Project;
 
@@ -186,40 +295,34 @@ export class Builders extends Construct {
     this.logGroup.grantWrite(this.role);
     props.contextStore.grantRead(this.role);
     // Registry passwords, resolved by CodeBuild from the SECRETS_MANAGER variables of each run.
-    const passwords = Stack.of(this).formatArn({
-      service: 'secretsmanager',
-      resource: 'secret',
-      resourceName: `${props.secrets.prefix}/*/repositories/*`,
-      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-    });
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [passwords] }),
-    );
-    acknowledgeWildcardResource(
-      this.role,
-      passwords,
-      `Builds log in to registries with repository passwords, secrets created at run time as ${props.secrets.prefix}/<org>/repositories/<name>/<random>; the builders may only read those, not the service's other secrets.`,
-    );
+    grantRepositoryPasswordsRead(this.role, this, props.secrets, 'Builds and exports');
+    // Exports write their disk image, and nothing else, to the service bucket.
+    props.contextStore.grantArtifactsWrite(this.role);
 
     this.script = new s3assets.Asset(this, 'Script', { path: BUILDER_SCRIPT });
-    // That one object, not the asset bucket (Asset.grantRead would allow s3:List* and s3:GetObject*).
+    this.exporterScript = new s3assets.Asset(this, 'ExporterScript', { path: EXPORTER_SCRIPT });
+    // Those objects, not the asset bucket (Asset.grantRead would allow s3:List* and s3:GetObject*).
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: ['s3:GetObject'],
-        resources: [this.script.bucket.arnForObjects(this.script.s3ObjectKey)],
+        resources: [this.script, this.exporterScript].map((a) => a.bucket.arnForObjects(a.s3ObjectKey)),
       }),
     );
 
     const common = {
       buildSpec: builderBuildSpec(),
-      environmentVariables: { IB_BUILDER_SCRIPT_S3: { value: this.script.s3ObjectUrl } },
+      environmentVariables: {
+        IB_BUILDER_SCRIPT_S3: { value: this.script.s3ObjectUrl },
+        IB_EXPORTER_SCRIPT_S3: { value: this.exporterScript.s3ObjectUrl },
+      },
       role: this.role.withoutPolicyUpdates(),
       timeout: Duration.minutes(props.timeoutMinutes),
       logging: { cloudWatch: { logGroup: this.logGroup } },
     };
     this.x86_64 = new codebuild.Project(this, 'X86_64', {
       ...common,
-      description: 'ImageBuilder: buildah builds for x86_64 (functions/builder/build-image.sh)',
+      description:
+        'ImageBuilder: buildah builds and bootc-image-builder exports for x86_64 (functions/builder)',
       environment: {
         buildImage: codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5,
         computeType: props.computeType as codebuild.ComputeType,
@@ -228,7 +331,8 @@ export class Builders extends Construct {
     });
     this.aarch64 = new codebuild.Project(this, 'Aarch64', {
       ...common,
-      description: 'ImageBuilder: buildah builds for aarch64 (functions/builder/build-image.sh)',
+      description:
+        'ImageBuilder: buildah builds and bootc-image-builder exports for aarch64 (functions/builder)',
       environment: {
         buildImage: codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0,
         computeType: armComputeType(props.computeType),
@@ -239,12 +343,12 @@ export class Builders extends Construct {
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB3',
         reason:
-          'buildah needs privileged mode to build and mount container images (overlay mounts, chroot isolation of RUN steps); the project runs only the builder script of this repository on AWS-managed images.',
+          'buildah and bootc-image-builder need privileged mode (overlay mounts, chroot isolation of RUN steps, loop devices for disk images); the projects run only the builder and exporter scripts of this repository on AWS-managed images.',
       });
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB4',
         reason:
-          'The projects produce no artifacts (images go to registries, logs to CloudWatch Logs); CodeBuild encrypts its working data with the AWS-managed key, and a customer-managed key would protect nothing more.',
+          'The projects produce no CodeBuild artifacts (images go to registries, disk images to the service bucket with S3-managed encryption, logs to CloudWatch Logs); CodeBuild encrypts its working data with the AWS-managed key, and a customer-managed key would protect nothing more.',
       });
     }
   }
@@ -286,6 +390,8 @@ export interface ImageBuildWorkflowProps {
   readonly logRetention: logs.RetentionDays;
   readonly flightctlSecretArn?: string;
   readonly agentRepoUrl?: string;
+  /** Exports waiting for a build are started by its step handler (and by the reconciler's sweep). */
+  readonly exportWorkflow?: ImageExportWorkflow;
 }
 
 export class ImageBuildWorkflow extends Construct {
@@ -305,6 +411,9 @@ export class ImageBuildWorkflow extends Construct {
     const stack = Stack.of(this);
     const stateMachineName = `imagebuilder-${props.stage}-image-build`;
     this.stateMachineName = stateMachineName;
+    const exportMachineEnv: Record<string, string> = props.exportWorkflow
+      ? { IMAGE_EXPORT_STATE_MACHINE_ARN: props.exportWorkflow.stateMachineArn }
+      : {};
 
     this.stepFunction = new ApiFunction(this, 'Steps', {
       entry: 'functions/workflows/image-build.ts',
@@ -320,9 +429,11 @@ export class ImageBuildWorkflow extends Construct {
         BUILD_HEARTBEAT_SECONDS: String(BUILD_HEARTBEAT_SECONDS),
         ...(props.flightctlSecretArn ? { FLIGHTCTL_SECRET_ARN: props.flightctlSecretArn } : {}),
         ...(props.agentRepoUrl ? { AGENT_REPO_URL: props.agentRepoUrl } : {}),
+        ...exportMachineEnv,
       },
     });
     const step = this.stepFunction;
+    props.exportWorkflow?.grantStart(step);
     props.data.grantReadWriteData(step);
     props.secrets.grantTokenKeyRead(step);
     props.contextStore.grantReadWrite(step);
@@ -415,12 +526,14 @@ export class ImageBuildWorkflow extends Construct {
       environment: {
         ...props.environment,
         IMAGE_BUILD_STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
+        ...exportMachineEnv,
       },
     });
     props.data.grantReadData(this.reconciler);
     this.stateMachine.grantStartExecution(this.reconciler);
+    props.exportWorkflow?.grantStart(this.reconciler);
     new events.Rule(this, 'ReconcileSchedule', {
-      description: 'Starts image build runs left Pending for more than a minute',
+      description: 'Starts image build and export runs left Pending for more than a minute',
       schedule: events.Schedule.rate(Duration.minutes(2)),
       // A missed sweep is covered by the next one: no retries, no dead letters.
       targets: [new targets.LambdaFunction(this.reconciler.function, { retryAttempts: 0 })],

@@ -61,7 +61,7 @@ describe('build workflow in AWS', () => {
       notificationWebhookUrl: 'https://hooks.example.com/imagebuilder',
       notificationWebhookSecretArn: WEBHOOK_SECRET,
     });
-    bucket = idOf(s.resources, 'AWS::S3::Bucket', /BuildContexts/);
+    bucket = idOf(s.resources, 'AWS::S3::Bucket', /BuildContextsBucket/);
     builderLogs = idOf(s.resources, 'AWS::Logs::LogGroup', /BuildersLogs/);
     stepsFunction = idOf(s.resources, 'AWS::Lambda::Function', /BuildWorkflowSteps/);
     machine = idOf(s.resources, 'AWS::StepFunctions::StateMachine', /BuildWorkflowStateMachine/);
@@ -79,7 +79,9 @@ describe('build workflow in AWS', () => {
         ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
       },
       LifecycleConfiguration: {
-        Rules: [Match.objectLike({ Prefix: 'contexts/', ExpirationInDays: 2, Status: 'Enabled' })],
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: 'contexts/', ExpirationInDays: 2, Status: 'Enabled' }),
+        ]),
       },
     });
     expect(s.resources[bucket]?.Properties.VersioningConfiguration).toBeUndefined();
@@ -113,19 +115,17 @@ describe('build workflow in AWS', () => {
 
       // CodeBuild refuses longer inline buildspecs: the builder script is an asset, not embedded.
       expect(p.Source.BuildSpec.length).toBeLessThan(MAX_INLINE_BUILDSPEC_LENGTH);
+      const scriptUrl = {
+        'Fn::Sub': expect.stringMatching(
+          /^s3:\/\/cdk-\w+-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}\/[0-9a-f]{64}\.sh$/,
+        ),
+      };
       expect(p.Environment.EnvironmentVariables).toEqual([
-        {
-          Name: 'IB_BUILDER_SCRIPT_S3',
-          Type: 'PLAINTEXT',
-          Value: {
-            'Fn::Sub': expect.stringMatching(
-              /^s3:\/\/cdk-\w+-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}\/[0-9a-f]{64}\.sh$/,
-            ),
-          },
-        },
+        { Name: 'IB_BUILDER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
+        { Name: 'IB_EXPORTER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
       ]);
       const spec = JSON.parse(p.Source.BuildSpec);
-      expect(spec.env['exported-variables']).toEqual(['IB_DIGEST']);
+      expect(spec.env['exported-variables']).toEqual(['IB_DIGEST', 'IB_SHA256', 'IB_SIZE', 'IB_AMI_ID']);
       const commands = Object.values(spec.phases as Record<string, { commands: string[] }>)
         .flatMap((phase) => phase.commands)
         .join('\n');
@@ -148,7 +148,7 @@ describe('build workflow in AWS', () => {
     expect(armComputeType('BUILD_GENERAL1_2XLARGE')).toBe('BUILD_GENERAL1_2XLARGE');
   });
 
-  it('gives the builders a least-privilege role: context and script read, passwords, their log group', () => {
+  it('gives the builders a least-privilege role: context and scripts read, passwords, their log group, disk images written', () => {
     const [project] = ofType(s.resources, 'AWS::CodeBuild::Project');
     const role = project?.[1].Properties.ServiceRole['Fn::GetAtt'][0] as string;
     expect(s.resources[role]?.Properties.AssumeRolePolicyDocument.Statement).toEqual([
@@ -163,8 +163,12 @@ describe('build workflow in AWS', () => {
         [['s3:ListBucket'], [`<${bucket}.Arn>`]],
         [
           ['s3:GetObject'],
-          [expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/)],
+          [
+            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
+            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
+          ],
         ],
+        [['s3:PutObject'], [`<${bucket}.Arn>/artifacts/*`]],
         [
           ['secretsmanager:GetSecretValue'],
           [
@@ -173,8 +177,10 @@ describe('build workflow in AWS', () => {
         ],
       ]),
     );
-    // Nothing else: no CodeBuild defaults (report groups, /aws/codebuild/* log groups), no writes.
-    expect(rendered).toHaveLength(5);
+    // Nothing else: no CodeBuild defaults (report groups, /aws/codebuild/* log groups), no other
+    // writes; the other five statements are the ami import (test/infra/export-workflow.test.ts).
+    expect(rendered).toHaveLength(11);
+    expect(actionsOf(statements).filter((a) => !/^(ec2|iam):/.test(a))).not.toContain('s3:DeleteObject');
     const list = statements.find((st) => st.Action === 's3:ListBucket');
     expect(list?.Condition).toEqual({ StringLike: { 's3:prefix': ['contexts/*'] } });
   });
@@ -284,6 +290,7 @@ describe('build workflow in AWS', () => {
       BUILD_HEARTBEAT_SECONDS: '30',
       FLIGHTCTL_SECRET_ARN: FLIGHTCTL_SECRET,
       AGENT_REPO_URL: 'https://rpm.example.com/flightctl',
+      IMAGE_EXPORT_STATE_MACHINE_ARN: { Ref: expect.stringMatching(/ExportWorkflowStateMachine/) },
     });
 
     const statements = policyStatements(s.resources, roleOfFunction(s.resources, /steps of the image build/));
@@ -305,21 +312,31 @@ describe('build workflow in AWS', () => {
     expect(find('secretsmanager:GetSecretValue').sort()).toEqual(
       [FLIGHTCTL_SECRET, `<${idOf(s.resources, 'AWS::SecretsManager::Secret', /ContinueTokenKey/)}>`].sort(),
     );
-    // The step handler never starts or stops executions, nor touches repository passwords.
-    expect(actionsOf(statements).filter((a) => a.startsWith('states:'))).toEqual([]);
+    // The step handler only starts the exports waiting for its build; it never stops executions nor
+    // touches repository passwords.
+    const states = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('states:')));
+    expect(states.map((st) => [st.Action, flat(st.Resource)])).toEqual([
+      [
+        'states:StartExecution',
+        `<${idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/)}>`,
+      ],
+    ]);
   });
 
-  it('lets the image-builds API start and stop executions of this state machine only', () => {
+  it('lets the image-builds API start and stop executions of the build and export machines only', () => {
     const statements = policyStatements(s.resources, roleOfFunction(s.resources, /API: image-builds$/));
     const find = (action: string) =>
       statements.filter((st) => asArray(st.Action).includes(action)).map((st) => flat(st.Resource));
-    expect(find('states:StartExecution')).toEqual([`<${machine}>`]);
+    const exportMachine = idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/);
+    expect(find('states:StartExecution')).toEqual([`<${machine}>`, `<${exportMachine}>`]);
     expect(find('states:StopExecution')).toEqual([
       'arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-build:*',
+      'arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-export:*',
     ]);
     expect(find('logs:FilterLogEvents')).toEqual([`<${builderLogs}.Arn>`]);
     expect(find('events:PutEvents')).toHaveLength(1);
-    expect(find('s3:DeleteObject')).toEqual([`<${bucket}.Arn>/contexts/*`]);
+    // Deleting a build drops its context and its exports' disk images.
+    expect(find('s3:DeleteObject')).toEqual([`<${bucket}.Arn>/contexts/*`, `<${bucket}.Arn>/artifacts/*`]);
     expect(find('s3:PutObject')).toEqual([]);
     for (const fn of ['repositories', 'service']) {
       const other = policyStatements(s.resources, roleOfFunction(s.resources, new RegExp(`API: ${fn}$`)));
@@ -332,7 +349,9 @@ describe('build workflow in AWS', () => {
 
   it('records executions that end ABORTED, TIMED_OUT or FAILED through the step handler, with a DLQ', () => {
     const rules = ofType(s.resources, 'AWS::Events::Rule').filter(
-      ([, r]) => r.Properties.EventPattern?.source?.[0] === 'aws.states',
+      ([, r]) =>
+        r.Properties.EventPattern?.source?.[0] === 'aws.states' &&
+        r.Properties.EventPattern.detail.stateMachineArn[0].Ref === machine,
     );
     expect(rules).toHaveLength(1);
     const rule = (rules[0] as [string, Resource])[1];
@@ -374,7 +393,17 @@ describe('build workflow in AWS', () => {
       Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [reconciler, 'Arn'] } })],
     });
     const statements = policyStatements(s.resources, roleOfFunction(s.resources, /starts runs left Pending/));
-    expect(actionsOf(statements).filter((a) => a.startsWith('states:'))).toEqual(['states:StartExecution']);
+    // Both machines: builds and exports left Pending.
+    const starts = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('states:')));
+    expect(starts.map((st) => [st.Action, flat(st.Resource)]).sort()).toEqual(
+      [
+        ['states:StartExecution', `<${machine}>`],
+        [
+          'states:StartExecution',
+          `<${idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/)}>`,
+        ],
+      ].sort(),
+    );
     expect(actionsOf(statements)).not.toContain('dynamodb:PutItem');
   });
 

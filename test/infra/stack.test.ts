@@ -85,6 +85,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       'ApiUrl',
       'EventBusName',
       'ImageBuildStateMachineArn',
+      'ImageExportStateMachineArn',
       'JwtIssuer',
       'TableName',
       'UserPoolClientId',
@@ -134,8 +135,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     const logStatements = policyStatements(s.resources).filter((st) =>
       asArray(st.Action).includes('logs:PutLogEvents'),
     );
-    // Six functions (four API, the build steps, the reconciler) and the builders.
-    expect(logStatements).toHaveLength(7);
+    // Seven functions (four API, the build and export steps, the reconciler) and the builders.
+    expect(logStatements).toHaveLength(8);
     for (const st of logStatements) expect(logGroups.has(flat(st.Resource)), flat(st.Resource)).toBe(true);
   });
 
@@ -179,7 +180,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
   it('runs every Lambda on nodejs22.x or newer, arm64, active tracing, its own retained log group', () => {
     const logGroups = Object.fromEntries(ofType(s.resources, 'AWS::Logs::LogGroup'));
     const functions = ofType(s.resources, 'AWS::Lambda::Function');
-    expect(functions).toHaveLength(6); // four API handlers, the build steps, the reconciler
+    expect(functions).toHaveLength(7); // four API handlers, the build and export steps, the reconciler
     for (const [id, fn] of functions) {
       const p = fn.Properties as Record<string, any>;
       expect(Number(/^nodejs(\d+)\.x$/.exec(p.Runtime)?.[1]), id).toBeGreaterThanOrEqual(22);
@@ -204,6 +205,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
         TOKEN_KEY_SECRET_ARN: { Ref: expect.stringMatching(/ContinueTokenKey/) },
         POWERTOOLS_SERVICE_NAME: 'imagebuilder',
         IMAGE_BUILD_STATE_MACHINE_ARN: { Ref: expect.stringMatching(/BuildWorkflowStateMachine/) },
+        IMAGE_EXPORT_STATE_MACHINE_ARN: { Ref: expect.stringMatching(/ExportWorkflowStateMachine/) },
         BUILDER_LOG_GROUP: { Ref: expect.stringMatching(/BuildersLogs/) },
         EVENT_BUS_NAME: { Ref: expect.stringMatching(/EventsBus/) },
         BUILD_CONTEXT_BUCKET: { Ref: expect.stringMatching(/BuildContextsBucket/) },
@@ -213,8 +215,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
 
   it('sets a retention on every log group', () => {
     const groups = ofType(s.resources, 'AWS::Logs::LogGroup');
-    // Six functions, API access logs, the builders and the state machine.
-    expect(groups).toHaveLength(9);
+    // Seven functions, API access logs, the builders and the two state machines.
+    expect(groups).toHaveLength(11);
     for (const [id, g] of groups) expect(g.Properties.RetentionInDays, id).toBe(30);
   });
 
@@ -288,11 +290,16 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       'AwsSolutions-CB4',
       'AwsSolutions-COG2',
       'AwsSolutions-IAM5[Resource::*]',
+      'AwsSolutions-IAM5[Resource::<ImageBuilderBuildContextsBucket30C312FA.Arn>/artifacts/*]',
       'AwsSolutions-IAM5[Resource::<ImageBuilderBuildContextsBucket30C312FA.Arn>/contexts/*]',
       'AwsSolutions-IAM5[Resource::<ImageBuilderDataTable116A8F97.Arn>/index/*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:import-snapshot-task/*]',
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*]',
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*]',
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-build:*]',
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-export:*]',
       'AwsSolutions-L1',
       'AwsSolutions-S1',
       'AwsSolutions-SMG4',
@@ -327,6 +334,7 @@ describe('ImageBuilderStack (external JWT issuer from context)', () => {
       'ApiUrl',
       'EventBusName',
       'ImageBuildStateMachineArn',
+      'ImageExportStateMachineArn',
       'JwtIssuer',
       'TableName',
     ]);
@@ -368,6 +376,7 @@ describe('context validation at synth', () => {
       throttling: {},
       buildTimeoutMinutes: 120,
       builderComputeType: 'BUILD_GENERAL1_MEDIUM',
+      artifactRetentionDays: 30,
     });
   });
 
