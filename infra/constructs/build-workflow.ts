@@ -29,6 +29,8 @@ import type { ServiceSecrets } from './secrets.js';
 
 export const BUILDER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/build-image.sh');
 export const EXPORTER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/export-image.sh');
+/** Sourced by both scripts from their own directory. */
+export const COMMON_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/common.sh');
 export const IMAGE_BUILD_ASL = path.join(PROJECT_ROOT, 'statemachines/image-build.asl.json');
 /** Key prefix of build contexts (functions/commons/domain/build-plan.ts `contextPrefix`). */
 export const CONTEXT_PREFIX = 'contexts/';
@@ -248,6 +250,7 @@ export function builderBuildSpec(): codebuild.BuildSpec {
             `if ${isExport}; then mkdir -p /var/lib/containers/storage && mount --bind "$IB_GRAPHROOT" /var/lib/containers/storage && IB_GRAPHROOT=/var/lib/containers/storage; fi`,
             'printf \'[storage]\\ndriver = "%s"\\ngraphroot = "%s"\\nrunroot = "/run/containers/storage"\\n\' "$IB_DRIVER" "$IB_GRAPHROOT" > /etc/containers/storage.conf',
           ].join('; '),
+          'aws s3 cp --only-show-errors "$IB_COMMON_SCRIPT_S3" /usr/local/bin/common.sh',
           `if ${isExport}; then aws s3 cp --only-show-errors "$IB_EXPORTER_SCRIPT_S3" /usr/local/bin/ib-export-image && chmod 0755 /usr/local/bin/ib-export-image; else aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image && chmod 0755 /usr/local/bin/ib-build-image; fi`,
         ],
       },
@@ -279,6 +282,8 @@ export class Builders extends Construct {
   readonly script: s3assets.Asset;
   /** functions/builder/export-image.sh, downloaded by each export. */
   readonly exporterScript: s3assets.Asset;
+  /** functions/builder/common.sh, which both scripts source. */
+  readonly commonScript: s3assets.Asset;
   readonly x86_64: codebuild.Project;
   readonly aarch64: codebuild.Project;
 
@@ -301,11 +306,14 @@ export class Builders extends Construct {
 
     this.script = new s3assets.Asset(this, 'Script', { path: BUILDER_SCRIPT });
     this.exporterScript = new s3assets.Asset(this, 'ExporterScript', { path: EXPORTER_SCRIPT });
+    this.commonScript = new s3assets.Asset(this, 'CommonScript', { path: COMMON_SCRIPT });
     // Those objects, not the asset bucket (Asset.grantRead would allow s3:List* and s3:GetObject*).
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: ['s3:GetObject'],
-        resources: [this.script, this.exporterScript].map((a) => a.bucket.arnForObjects(a.s3ObjectKey)),
+        resources: [this.script, this.exporterScript, this.commonScript].map((a) =>
+          a.bucket.arnForObjects(a.s3ObjectKey),
+        ),
       }),
     );
 
@@ -314,6 +322,7 @@ export class Builders extends Construct {
       environmentVariables: {
         IB_BUILDER_SCRIPT_S3: { value: this.script.s3ObjectUrl },
         IB_EXPORTER_SCRIPT_S3: { value: this.exporterScript.s3ObjectUrl },
+        IB_COMMON_SCRIPT_S3: { value: this.commonScript.s3ObjectUrl },
       },
       role: this.role.withoutPolicyUpdates(),
       timeout: Duration.minutes(props.timeoutMinutes),

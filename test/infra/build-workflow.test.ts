@@ -123,6 +123,7 @@ describe('build workflow in AWS', () => {
       expect(p.Environment.EnvironmentVariables).toEqual([
         { Name: 'IB_BUILDER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
         { Name: 'IB_EXPORTER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
+        { Name: 'IB_COMMON_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
       ]);
       const spec = JSON.parse(p.Source.BuildSpec);
       expect(spec.env['exported-variables']).toEqual(['IB_DIGEST', 'IB_SHA256', 'IB_SIZE', 'IB_AMI_ID']);
@@ -164,6 +165,7 @@ describe('build workflow in AWS', () => {
         [
           ['s3:GetObject'],
           [
+            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
             expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
             expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
           ],
