@@ -65,6 +65,7 @@ async function prepare(deps: Deps, ref: WorkflowRef): Promise<ExportPlan> {
   }
   const plan = planExport(ref, exp, build, registry, {
     artifactBucket: deps.objects.bucket,
+    region: process.env.AWS_REGION ?? 'us-east-1',
     buildTimeoutSeconds: deps.settings.buildTimeoutSeconds,
     heartbeatSeconds: deps.settings.heartbeatSeconds,
   });
@@ -97,6 +98,7 @@ async function publish(deps: Deps, e: Extract<ExportStepEvent, { step: 'publish'
   if (!pushing) throw new RunNotActiveError(`ImageExport "${e.ref.name}" is no longer converting`);
   const { build, registry } = await load(deps, e.ref);
   const manifestDigest = await push({ deps, registry, build, plan: e.plan, sha256, size });
+  const amiId = e.converted.exported.find((v) => v.Name === 'IB_AMI_ID')?.Value;
   await transition(deps, e.ref, {
     reason: 'Completed',
     message: `${e.plan.fileName} is ready to download`,
@@ -108,6 +110,7 @@ async function publish(deps: Deps, e: Extract<ExportStepEvent, { step: 'publish'
         sha256,
         contentType: e.plan.contentType,
       },
+      ...(amiId ? { amiId, region: process.env.AWS_REGION ?? 'us-east-1' } : {}),
     },
   });
 }

@@ -28,7 +28,7 @@ export function planExport(
   exp: StoredResource<ImageExport>,
   build: StoredResource<ImageBuild>,
   registry: StoredResource<Repository>,
-  settings: { artifactBucket: string; buildTimeoutSeconds: number; heartbeatSeconds: number },
+  settings: { artifactBucket: string; region: string; buildTimeoutSeconds: number; heartbeatSeconds: number },
 ): ExportPlan {
   const arch = exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
   const digest = build.doc.status?.architectures?.[arch]?.digest ?? build.doc.status?.manifestDigest ?? '';
@@ -37,16 +37,24 @@ export function planExport(
   const artifact = artifactFor(format);
   const fileName = `${build.name}-${arch}.${artifact.extension}`;
   const artifactKey = `${artifactPrefix(ref)}${fileName}`;
-  const bibArgs =
-    format === 'ami'
-      ? [] // bib's AWS upload needs the vmimport setup of the export issue's AMI support
-      : bibArguments({
-          format,
-          imageRef,
-          rootfs: 'ext4',
-          configPath: `${EXPORT_WORKDIR}/config.toml`,
-          outputDir: `${EXPORT_WORKDIR}/out`,
-        });
+  // ami: bib uploads the raw disk to the bucket, imports it as a snapshot and registers the AMI (the
+  // stack's vmimport role); the AMI name is unique per run.
+  const bibArgs = bibArguments({
+    format,
+    imageRef,
+    rootfs: 'ext4',
+    configPath: `${EXPORT_WORKDIR}/config.toml`,
+    outputDir: `${EXPORT_WORKDIR}/out`,
+    ...(format === 'ami'
+      ? {
+          awsAmi: {
+            bucket: settings.artifactBucket,
+            region: settings.region,
+            amiName: `imagebuilder-${build.name}-${arch}-${ref.uid.slice(0, 8)}-${ref.generation}`,
+          },
+        }
+      : {}),
+  });
   return {
     arch,
     format,
