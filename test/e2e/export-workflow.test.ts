@@ -2,10 +2,12 @@
 // same state machine files and scripts as the cloud: buildah builds and pushes to a real registry, the
 // local exporter (bootc-image-builder cannot run here) writes a real partitioned qcow2 of the image's
 // root filesystem to S3 (s3rver), the ORAS referrer goes to the registry, the download is presigned.
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OciRegistry } from '../../functions/commons/adapters/oci-registry.js';
 import { buildFixtureBaseImage, hasBuildah, removeImages, sh } from '../fixtures/base-image.js';
@@ -66,6 +68,34 @@ async function waitFor(kind: 'imagebuilds' | 'imageexports', name: string, timeo
     if (Date.now() > deadline) throw new Error(`${name} stayed ${reason}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** The `imagebuilder` CLI against this stack. */
+function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  const loader = pathToFileURL(join(root, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', loader, join(root, 'bin', 'imagebuilder.ts'), ...args],
+      {
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: work,
+          IMAGEBUILDER_URL: stack.url,
+          IMAGEBUILDER_TOKEN: admin.token,
+          IMAGEBUILDER_CONFIG: join(work, 'no-config.json'),
+        },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (c) => {
+      stderr += c;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
 }
 
 async function eventsOf(uid: string) {
@@ -153,6 +183,19 @@ describe.skipIf(!READY)('build → export → download through the local stack',
     // One event per transition: Started and Completed, for the build and for the export.
     expect(await eventsOf(built.metadata.uid)).toEqual(['ImageBuild Started', 'ImageBuild Completed']);
     expect(await eventsOf(done.metadata.uid)).toEqual(['ImageExport Started', 'ImageExport Completed']);
+
+    // The CLI gets the same file through the real download endpoint and checks its SHA-256.
+    const cliFile = join(work, 'cli.qcow2');
+    const run = await cli(['download', 'imageexport/edge-qcow2', cliFile]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(
+      createHash('sha256')
+        .update(await readFile(cliFile))
+        .digest('hex'),
+    ).toBe(artifact.sha256);
+    expect((await cli(['wait', 'imageexport/edge-qcow2', '--for=Completed', '--timeout', '10s'])).code).toBe(
+      0,
+    );
 
     // Deleting the build removes the export and its disk image.
     expect((await admin.req('DELETE', '/api/v1/imagebuilds/edge')).status).toBe(200);
