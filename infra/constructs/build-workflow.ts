@@ -11,21 +11,21 @@ import * as codebuild from 'aws-cdk-lib/aws-codebuild';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
-import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
 import type { BuilderComputeType } from '../imagebuilder.js';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
 import type { DataStore } from './data.js';
-import { type ServiceEvents, TARGET_RETRY } from './events.js';
+import type { ServiceEvents } from './events.js';
 import type { ImageExportWorkflow } from './export-workflow.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
+import { workflowMachine } from './workflow-machine.js';
 
 export const BUILDER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/build-image.sh');
 export const EXPORTER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/export-image.sh');
@@ -417,7 +417,6 @@ export class ImageBuildWorkflow extends Construct {
 
   constructor(scope: Construct, id: string, props: ImageBuildWorkflowProps) {
     super(scope, id);
-    const stack = Stack.of(this);
     const stateMachineName = `imagebuilder-${props.stage}-image-build`;
     this.stateMachineName = stateMachineName;
     const exportMachineEnv: Record<string, string> = props.exportWorkflow
@@ -455,74 +454,19 @@ export class ImageBuildWorkflow extends Construct {
         props.flightctlSecretArn,
       ).grantRead(step);
     }
-    // Invoked asynchronously only by the execution-ended rule: an event that still fails after Lambda's
-    // own retries goes to the dead-letter queue rather than being dropped.
-    step.function.configureAsyncInvoke({
-      onFailure: new destinations.SqsDestination(props.events.deadLetterQueue),
-      retryAttempts: 2,
-      maxEventAge: TARGET_RETRY.maxEventAge,
-    });
-
-    this.logGroup = new logs.LogGroup(this, 'Logs', { retention: props.logRetention });
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    const machine = workflowMachine(this, {
       stateMachineName,
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromFile(IMAGE_BUILD_ASL),
-      definitionSubstitutions: {
-        BuildStepFunctionArn: step.function.functionArn,
-        BuildProjectX86_64: props.builders.x86_64.projectName,
-        BuildProjectAarch64: props.builders.aarch64.projectName,
-        BuilderLogGroupName: props.builders.logGroup.logGroupName,
-      },
-      // Execution data stays out of the log: inputs and states name repositories and secret ARNs.
-      logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
-      tracingEnabled: true,
+      definitionFile: IMAGE_BUILD_ASL,
+      stepPlaceholder: 'BuildStepFunctionArn',
+      step,
+      builders: props.builders,
+      events: props.events,
+      logRetention: props.logRetention,
+      what: 'Image build',
     });
-    const machineRole = this.stateMachine.role;
-    // The definition comes from a file, so CDK cannot derive the role's permissions from its tasks.
-    machineRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [step.function.functionArn] }),
-    );
-    props.builders.grantRunBuilds(machineRole);
-    // `codebuild:startBuild.sync` follows the build through a rule that Step Functions manages.
-    machineRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
-        resources: [
-          stack.formatArn({
-            service: 'events',
-            resource: 'rule',
-            resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
-          }),
-        ],
-      }),
-    );
-    Validations.of(machineRole).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason:
-        'Execution logging and X-Ray tracing: the CloudWatch Logs delivery actions (logs:CreateLogDelivery…) and xray:PutTraceSegments support no resource-level permissions, so their resource is "*".',
-    });
-
-    // An execution stopped (cancel, delete), timed out or failed outside its Catch paths still ends the
-    // build: the step handler records Canceled/Failed. The execution input is a JSON string in
-    // detail.input, which an input transformer cannot parse, so the handler receives the whole event.
-    this.executionEndedRule = new events.Rule(this, 'ExecutionEnded', {
-      description: `Image build executions that end ABORTED, TIMED_OUT or FAILED (${stateMachineName})`,
-      eventPattern: {
-        source: ['aws.states'],
-        detailType: ['Step Functions Execution Status Change'],
-        detail: {
-          stateMachineArn: [this.stateMachine.stateMachineArn],
-          status: ['ABORTED', 'TIMED_OUT', 'FAILED'],
-        },
-      },
-      targets: [
-        new targets.LambdaFunction(step.function, {
-          deadLetterQueue: props.events.deadLetterQueue,
-          ...TARGET_RETRY,
-        }),
-      ],
-    });
+    this.logGroup = machine.logGroup;
+    this.stateMachine = machine.stateMachine;
+    this.executionEndedRule = machine.executionEndedRule;
 
     // The dispatch safety net: a crash between the API's table write and StartExecution leaves a run
     // Pending; this sweep starts it (execution names derive from uid and generation, so a run that

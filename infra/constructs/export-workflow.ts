@@ -7,12 +7,10 @@
 // disk images go to the service bucket under `artifacts/`.
 import * as path from 'node:path';
 import { ArnFormat, Duration, Stack, Validations } from 'aws-cdk-lib';
-import * as events from 'aws-cdk-lib/aws-events';
-import * as targets from 'aws-cdk-lib/aws-events-targets';
+import type * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
-import * as logs from 'aws-cdk-lib/aws-logs';
-import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
 import {
@@ -23,9 +21,10 @@ import {
   grantRepositoryPasswordsRead,
 } from './build-workflow.js';
 import type { DataStore } from './data.js';
-import { type ServiceEvents, TARGET_RETRY } from './events.js';
+import type { ServiceEvents } from './events.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
+import { workflowMachine } from './workflow-machine.js';
 
 export const IMAGE_EXPORT_ASL = path.join(PROJECT_ROOT, 'statemachines/image-export.asl.json');
 /** The role name VM Import/Export uses unless told otherwise (bootc-image-builder does not tell it). */
@@ -213,7 +212,6 @@ export class ImageExportWorkflow extends Construct {
 
   constructor(scope: Construct, id: string, props: ImageExportWorkflowProps) {
     super(scope, id);
-    const stack = Stack.of(this);
     const stateMachineName = `imagebuilder-${props.stage}-image-export`;
     this.stateMachineName = stateMachineName;
 
@@ -240,73 +238,19 @@ export class ImageExportWorkflow extends Construct {
     grantRepositoryPasswordsRead(step, this, props.secrets, 'The export steps');
     props.events.grantPutEvents(step);
     props.builders.grantReadLogs(step);
-    // Invoked asynchronously only by the execution-ended rule: an event that still fails after Lambda's
-    // own retries goes to the dead-letter queue rather than being dropped.
-    step.function.configureAsyncInvoke({
-      onFailure: new destinations.SqsDestination(props.events.deadLetterQueue),
-      retryAttempts: 2,
-      maxEventAge: TARGET_RETRY.maxEventAge,
-    });
-
-    this.logGroup = new logs.LogGroup(this, 'Logs', { retention: props.logRetention });
-    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+    const machine = workflowMachine(this, {
       stateMachineName,
-      stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromFile(IMAGE_EXPORT_ASL),
-      definitionSubstitutions: {
-        ExportStepFunctionArn: step.function.functionArn,
-        BuildProjectX86_64: props.builders.x86_64.projectName,
-        BuildProjectAarch64: props.builders.aarch64.projectName,
-        BuilderLogGroupName: props.builders.logGroup.logGroupName,
-      },
-      // Execution data stays out of the log: inputs and states name repositories and secret ARNs.
-      logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
-      tracingEnabled: true,
+      definitionFile: IMAGE_EXPORT_ASL,
+      stepPlaceholder: 'ExportStepFunctionArn',
+      step,
+      builders: props.builders,
+      events: props.events,
+      logRetention: props.logRetention,
+      what: 'Image export',
     });
-    const machineRole = this.stateMachine.role;
-    // The definition comes from a file, so CDK cannot derive the role's permissions from its tasks.
-    machineRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [step.function.functionArn] }),
-    );
-    props.builders.grantRunBuilds(machineRole);
-    // `codebuild:startBuild.sync` follows the build through a rule that Step Functions manages.
-    machineRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
-        resources: [
-          stack.formatArn({
-            service: 'events',
-            resource: 'rule',
-            resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
-          }),
-        ],
-      }),
-    );
-    Validations.of(machineRole).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason:
-        'Execution logging and X-Ray tracing: the CloudWatch Logs delivery actions (logs:CreateLogDelivery…) and xray:PutTraceSegments support no resource-level permissions, so their resource is "*".',
-    });
-
-    // An execution stopped (cancel, delete), timed out or failed outside its Catch paths still ends the
-    // export: the step handler records Canceled/Failed from the whole event (detail.input is a string).
-    this.executionEndedRule = new events.Rule(this, 'ExecutionEnded', {
-      description: `Image export executions that end ABORTED, TIMED_OUT or FAILED (${stateMachineName})`,
-      eventPattern: {
-        source: ['aws.states'],
-        detailType: ['Step Functions Execution Status Change'],
-        detail: {
-          stateMachineArn: [this.stateMachine.stateMachineArn],
-          status: ['ABORTED', 'TIMED_OUT', 'FAILED'],
-        },
-      },
-      targets: [
-        new targets.LambdaFunction(step.function, {
-          deadLetterQueue: props.events.deadLetterQueue,
-          ...TARGET_RETRY,
-        }),
-      ],
-    });
+    this.logGroup = machine.logGroup;
+    this.stateMachine = machine.stateMachine;
+    this.executionEndedRule = machine.executionEndedRule;
   }
 
   get stateMachineArn(): string {

@@ -40,6 +40,8 @@ export async function benchApi(): Promise<Record<string, number>> {
     inMemory: true,
     workflows: quietWorkflows,
     logger: silent,
+    // Quotas would stop the load test at 10 active builds; this measures the API, not the quota.
+    settings: { quota: { activeBuilds: 1_000_000, buildsPerWindow: 10_000_000 } },
   });
   const token = await stack.token({ org_id: 'bench', roles: ['admin'] });
   const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };

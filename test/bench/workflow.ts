@@ -68,6 +68,7 @@ export async function benchDispatch(): Promise<Record<string, number>> {
     inMemory: true,
     logger: silent,
     builderScript: join(process.cwd(), 'test/fixtures/stamp-builder.sh'),
+    settings: { quota: { activeBuilds: 1000, buildsPerWindow: 100_000 } },
   });
   try {
     const token = await stack.token({ org_id: 'bench', roles: ['admin'] });

@@ -1,0 +1,104 @@
+// What the build and export workflows share in AWS: a state machine loaded from its ASL file with the
+// step Lambda and the builder projects substituted, logging and tracing on, the permissions a file
+// definition needs, and the rule that reports executions ending outside their Catch paths to the step
+// Lambda (whose failed asynchronous invocations go to the dead-letter queue).
+import { Stack, Validations } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+import type { ApiFunction } from './api-function.js';
+import type { Builders } from './build-workflow.js';
+import { type ServiceEvents, TARGET_RETRY } from './events.js';
+
+export interface WorkflowMachineProps {
+  readonly stateMachineName: string;
+  /** The ASL file (statemachines/*.asl.json). */
+  readonly definitionFile: string;
+  /** The placeholder the ASL uses for the step Lambda (BuildStepFunctionArn, ExportStepFunctionArn). */
+  readonly stepPlaceholder: string;
+  readonly step: ApiFunction;
+  readonly builders: Builders;
+  readonly events: ServiceEvents;
+  readonly logRetention: logs.RetentionDays;
+  /** "Image build", "Image export": names the rule. */
+  readonly what: string;
+}
+
+export interface WorkflowMachine {
+  readonly stateMachine: sfn.StateMachine;
+  readonly logGroup: logs.LogGroup;
+  readonly executionEndedRule: events.Rule;
+}
+
+export function workflowMachine(scope: Construct, props: WorkflowMachineProps): WorkflowMachine {
+  const stack = Stack.of(scope);
+  const step = props.step;
+  // Invoked asynchronously only by the execution-ended rule: an event that still fails after Lambda's
+  // own retries goes to the dead-letter queue rather than being dropped.
+  step.function.configureAsyncInvoke({
+    onFailure: new destinations.SqsDestination(props.events.deadLetterQueue),
+    retryAttempts: 2,
+    maxEventAge: TARGET_RETRY.maxEventAge,
+  });
+  const logGroup = new logs.LogGroup(scope, 'Logs', { retention: props.logRetention });
+  const stateMachine = new sfn.StateMachine(scope, 'StateMachine', {
+    stateMachineName: props.stateMachineName,
+    stateMachineType: sfn.StateMachineType.STANDARD,
+    definitionBody: sfn.DefinitionBody.fromFile(props.definitionFile),
+    definitionSubstitutions: {
+      [props.stepPlaceholder]: step.function.functionArn,
+      BuildProjectX86_64: props.builders.x86_64.projectName,
+      BuildProjectAarch64: props.builders.aarch64.projectName,
+      BuilderLogGroupName: props.builders.logGroup.logGroupName,
+    },
+    // Execution data stays out of the log: inputs and states name repositories and secret ARNs.
+    logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
+    tracingEnabled: true,
+  });
+  const machineRole = stateMachine.role;
+  // The definition comes from a file, so CDK cannot derive the role's permissions from its tasks.
+  machineRole.addToPrincipalPolicy(
+    new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [step.function.functionArn] }),
+  );
+  props.builders.grantRunBuilds(machineRole);
+  // `codebuild:startBuild.sync` follows the build through a rule that Step Functions manages.
+  machineRole.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+      resources: [
+        stack.formatArn({
+          service: 'events',
+          resource: 'rule',
+          resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
+        }),
+      ],
+    }),
+  );
+  Validations.of(machineRole).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::*]',
+    reason:
+      'Execution logging and X-Ray tracing: the CloudWatch Logs delivery actions (logs:CreateLogDelivery…) and xray:PutTraceSegments support no resource-level permissions, so their resource is "*".',
+  });
+  // An execution stopped (cancel, delete), timed out or failed outside its Catch paths still ends the
+  // run: the step handler records Canceled/Failed. The execution input is a JSON string in detail.input,
+  // which an input transformer cannot parse, so the handler receives the whole event.
+  const executionEndedRule = new events.Rule(scope, 'ExecutionEnded', {
+    description: `${props.what} executions that end ABORTED, TIMED_OUT or FAILED (${props.stateMachineName})`,
+    eventPattern: {
+      source: ['aws.states'],
+      detailType: ['Step Functions Execution Status Change'],
+      detail: { stateMachineArn: [stateMachine.stateMachineArn], status: ['ABORTED', 'TIMED_OUT', 'FAILED'] },
+    },
+    targets: [
+      new targets.LambdaFunction(step.function, {
+        deadLetterQueue: props.events.deadLetterQueue,
+        ...TARGET_RETRY,
+      }),
+    ],
+  });
+  return { stateMachine, logGroup, executionEndedRule };
+}
