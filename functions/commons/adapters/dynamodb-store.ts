@@ -2,7 +2,7 @@
 //   pk = "<org>#<kind>", sk = "<name>"                   → get by name; list one org's kind in name order
 //   gsi1pk = "<org>#ImageExport#<build>", gsi1sk = name   → exports of a build (index byBuild)
 // Every request path is a GetItem, a conditional write or a Query of one partition: never a Scan.
-import { ConflictError } from '../domain/errors.js';
+import { ConflictError, QuotaExceededError } from '../domain/errors.js';
 import type { QuotaLedgerState } from '../domain/quotas.js';
 import { readyReason } from '../domain/resources.js';
 import type { Kind } from '../domain/types.js';
@@ -263,7 +263,7 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
   }
 
   async update(orgId: string, change: (s: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void> {
-    for (let attempt = 0; attempt < 100; attempt++) {
+    for (let attempt = 0; attempt < 50; attempt++) {
       const { state, version } = await this.load(orgId);
       const next = change(state);
       if (!next) return;
@@ -281,9 +281,16 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
         return;
       } catch (err) {
         if (!isAwsError(err, 'ConditionalCheckFailedException')) throw err;
-        await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt + 1, 5)));
+        // Full jitter, growing to 200 ms: concurrent creates of one org take turns on this item.
+        await new Promise((r) =>
+          setTimeout(r, Math.random() * Math.min(200, 10 * 2 ** Math.min(attempt, 5))),
+        );
       }
     }
-    throw new Error(`quota ledger of ${orgId}: too many concurrent updates`);
+    // Contention, not a fault: the client is told to retry shortly (429), never a 5xx.
+    throw new QuotaExceededError(
+      'too many builds are being created at once for this organization; retry in a moment',
+      1,
+    );
   }
 }
