@@ -62,8 +62,7 @@ export async function benchApi(): Promise<Record<string, number>> {
   };
   const figures: Record<string, number> = {};
   try {
-    for (let c = 0; c < CONCURRENCY; c++)
-      await api('POST', '/api/v1/repositories', repo('src'), undefined, c);
+    for (let c = 0; c < CONCURRENCY; c++) await api('POST', '/api/v1/repositories', repo('src'), c);
     const bareGet = () =>
       stack.dynamo.client.call('GetItem', {
         TableName: 'imagebuilder',
