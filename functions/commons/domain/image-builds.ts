@@ -36,20 +36,11 @@ export const workflowRef = (item: StoredResource): WorkflowRef => ({
 /** Validation shared by create and the Containerfile preview: schema, then the repositories it names. */
 export async function validateImageBuild(deps: Deps, orgId: string, body: unknown) {
   const input = validateImageBuildBody(body);
-  const source = await requireRepository(
-    deps,
-    orgId,
-    input.spec.source.repository,
-    'spec.source.repository',
-    false,
-  );
-  const destination = await requireRepository(
-    deps,
-    orgId,
-    input.spec.destination.repository,
-    'spec.destination.repository',
-    true,
-  );
+  // Both lookups at once: each is a store round trip.
+  const [source, destination] = await Promise.all([
+    requireRepository(deps, orgId, input.spec.source.repository, 'spec.source.repository', false),
+    requireRepository(deps, orgId, input.spec.destination.repository, 'spec.destination.repository', true),
+  ]);
   // What the schema cannot say (decoded sizes, duplicates, reserved paths…), so a build that would fail
   // in Prepare is a 400 now.
   validateBuildSpecExtras(input.spec, { agentConfigPath: DEFAULT_AGENT_CONFIG_PATH });
@@ -69,7 +60,16 @@ export async function previewContainerfile(deps: Deps, p: Principal, body: unkno
 
 export async function createImageBuild(deps: Deps, p: Principal, body: unknown) {
   authorize(p, 'write');
-  const { input } = await validateImageBuild(deps, p.orgId, body);
+  // The name is schema-valid once validateImageBuild resolves; looking it up alongside the repositories
+  // saves a round trip, and gives a cheap 409 before a quota slot is taken (the conditional create
+  // below still decides races).
+  const name = (body as { metadata?: { name?: unknown } } | null)?.metadata?.name;
+  const [{ input }, existing] = await Promise.all([
+    validateImageBuild(deps, p.orgId, body),
+    typeof name === 'string' && /^[a-z0-9][-a-z0-9.]{0,252}$/.test(name)
+      ? deps.store.get(p.orgId, KIND, name)
+      : undefined,
+  ]);
   const item: StoredResource<ImageBuild> = {
     orgId: p.orgId,
     kind: KIND,
@@ -84,8 +84,7 @@ export async function createImageBuild(deps: Deps, p: Principal, body: unknown) 
     },
   };
   const uid = item.doc.metadata.uid as string;
-  // Cheap 409 before taking a quota slot; the conditional create below still decides races.
-  if (await deps.store.get(p.orgId, KIND, item.name)) {
+  if (existing) {
     throw new ConflictError(`ImageBuild "${item.name}" already exists`, 'AlreadyExists');
   }
   await acquireBuildSlot(deps, p.orgId, uid);
