@@ -35,6 +35,8 @@ export interface LocalStackOptions {
   workflows?: Workflows;
   /** Builder script override for workflow tests; default functions/builder/build-image.sh. */
   builderScript?: string;
+  /** Exporter script override for workflow tests; default functions/builder/export-image.sh. */
+  exporterScript?: string;
   heartbeatTimeoutSeconds?: number;
   settings?: Partial<Settings>;
   /** Early binding; by default from FLIGHTCTL_API_URL, FLIGHTCTL_TOKEN and FLIGHTCTL_CA_FILE when set. */
@@ -129,6 +131,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         readSecret: (ref) => secrets.readSecret(ref),
         pushReferrer: pushDiskReferrer,
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
+        ...(opts.exporterScript ? { exporterScript: opts.exporterScript } : {}),
         ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
       });
   const enrollment = opts.enrollment ?? (await enrollmentFromEnv());
