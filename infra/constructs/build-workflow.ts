@@ -25,7 +25,7 @@ import type { ServiceEvents } from './events.js';
 import type { ImageExportWorkflow } from './export-workflow.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
-import { workflowMachine } from './workflow-machine.js';
+import { grantWorkflowStartStop, workflowMachine } from './workflow-machine.js';
 
 export const BUILDER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/build-image.sh');
 export const EXPORTER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/export-image.sh');
@@ -499,20 +499,6 @@ export class ImageBuildWorkflow extends Construct {
 
   /** StartExecution on the state machine, StopExecution on its executions (cancel, delete). */
   grantStartStop(grantee: iam.IGrantable): void {
-    this.stateMachine.grantStartExecution(grantee);
-    const executions = Stack.of(this).formatArn({
-      service: 'states',
-      resource: 'execution',
-      resourceName: `${this.stateMachineName}:*`,
-      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-    });
-    grantee.grantPrincipal.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['states:StopExecution'], resources: [executions] }),
-    );
-    acknowledgeWildcardResource(
-      grantee,
-      executions,
-      'Cancel and delete stop the execution of a run, named <uid>-<generation> at run time; StopExecution is limited to executions of this one state machine.',
-    );
+    grantWorkflowStartStop(this.stateMachine, this.stateMachineName, grantee, 'a run');
   }
 }

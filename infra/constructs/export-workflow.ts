@@ -24,7 +24,7 @@ import type { DataStore } from './data.js';
 import type { ServiceEvents } from './events.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
-import { workflowMachine } from './workflow-machine.js';
+import { grantWorkflowStartStop, workflowMachine } from './workflow-machine.js';
 
 export const IMAGE_EXPORT_ASL = path.join(PROJECT_ROOT, 'statemachines/image-export.asl.json');
 /** The role name VM Import/Export uses unless told otherwise (bootc-image-builder does not tell it). */
@@ -264,20 +264,6 @@ export class ImageExportWorkflow extends Construct {
 
   /** StartExecution on the state machine, StopExecution on its executions (cancel, delete). */
   grantStartStop(grantee: iam.IGrantable): void {
-    this.stateMachine.grantStartExecution(grantee);
-    const executions = Stack.of(this).formatArn({
-      service: 'states',
-      resource: 'execution',
-      resourceName: `${this.stateMachineName}:*`,
-      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-    });
-    grantee.grantPrincipal.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['states:StopExecution'], resources: [executions] }),
-    );
-    acknowledgeWildcardResource(
-      grantee,
-      executions,
-      'Cancel and delete stop the execution of an export, named <uid>-<generation> at run time; StopExecution is limited to executions of this one state machine.',
-    );
+    grantWorkflowStartStop(this.stateMachine, this.stateMachineName, grantee, 'an export');
   }
 }

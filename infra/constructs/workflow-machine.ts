@@ -2,7 +2,7 @@
 // step Lambda and the builder projects substituted, logging and tracing on, the permissions a file
 // definition needs, and the rule that reports executions ending outside their Catch paths to the step
 // Lambda (whose failed asynchronous invocations go to the dead-letter queue).
-import { Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Stack, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -13,6 +13,7 @@ import type { Construct } from 'constructs';
 import type { ApiFunction } from './api-function.js';
 import type { Builders } from './build-workflow.js';
 import { type ServiceEvents, TARGET_RETRY } from './events.js';
+import { acknowledgeWildcardResource } from './nag.js';
 
 export interface WorkflowMachineProps {
   readonly stateMachineName: string;
@@ -101,4 +102,28 @@ export function workflowMachine(scope: Construct, props: WorkflowMachineProps): 
     ],
   });
   return { stateMachine, logGroup, executionEndedRule };
+}
+
+/** StartExecution on a workflow's state machine, StopExecution on its executions (cancel, delete). */
+export function grantWorkflowStartStop(
+  stateMachine: sfn.StateMachine,
+  stateMachineName: string,
+  grantee: iam.IGrantable,
+  what: string,
+): void {
+  stateMachine.grantStartExecution(grantee);
+  const executions = Stack.of(stateMachine).formatArn({
+    service: 'states',
+    resource: 'execution',
+    resourceName: `${stateMachineName}:*`,
+    arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+  });
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({ actions: ['states:StopExecution'], resources: [executions] }),
+  );
+  acknowledgeWildcardResource(
+    grantee,
+    executions,
+    `Cancel and delete stop the execution of ${what}, named <uid>-<generation> at run time; StopExecution is limited to executions of this one state machine.`,
+  );
 }
