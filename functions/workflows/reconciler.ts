@@ -4,7 +4,9 @@
 // names derive from uid and generation, so starting one that already runs is harmless.
 import { getDeps } from '../commons/config.js';
 import { workflowRef } from '../commons/domain/image-builds.js';
-import type { Deps } from '../commons/ports.js';
+import { readyReason } from '../commons/domain/resources.js';
+import type { ImageExport } from '../commons/domain/types.js';
+import type { Deps, StoredResource } from '../commons/ports.js';
 
 export interface ReconcileOptions {
   /** Only runs Pending at least this long (the API's own hand-off gets this much time). */
@@ -12,18 +14,16 @@ export interface ReconcileOptions {
   /** Bound on one sweep. */
   limit?: number;
   now?: Date;
-  /**
-   * ImageBuild only until the export state machine exists (export-workflow issue): an export waiting for
-   * its build is Pending by design and has nothing to start yet.
-   */
   kinds?: readonly ('ImageBuild' | 'ImageExport')[];
 }
 
 export async function reconcilePending(deps: Deps, opts: ReconcileOptions): Promise<{ started: string[] }> {
   const cutoff = new Date((opts.now ?? new Date()).getTime() - opts.graceSeconds * 1000).toISOString();
   const started: string[] = [];
-  for (const kind of opts.kinds ?? (['ImageBuild'] as const)) {
+  for (const kind of opts.kinds ?? (['ImageBuild', 'ImageExport'] as const)) {
     for (const item of await deps.store.listInReason(kind, 'Pending', cutoff, opts.limit ?? 100)) {
+      // An export waiting for its build is Pending by design: the build's completion starts it.
+      if (kind === 'ImageExport' && !(await buildCompleted(deps, item))) continue;
       try {
         await deps.workflows.start(workflowRef(item));
         started.push(`${item.orgId}/${kind}/${item.name}`);
@@ -38,6 +38,12 @@ export async function reconcilePending(deps: Deps, opts: ReconcileOptions): Prom
   }
   if (started.length) deps.logger.info('reconciler started pending runs', { started });
   return { started };
+}
+
+async function buildCompleted(deps: Deps, exp: StoredResource): Promise<boolean> {
+  const buildName = (exp.doc as ImageExport).spec.source.imageBuildRef;
+  const build = await deps.store.get(exp.orgId, 'ImageBuild', buildName);
+  return Boolean(build && readyReason(build.doc) === 'Completed');
 }
 
 /** Scheduled in AWS (EventBridge Scheduler, every minute). */

@@ -21,6 +21,7 @@ copyFileSync(join(__dirname, '../fixtures/fake-builder.sh'), FAKE_BUILDER);
 const options = {
   workflows: undefined,
   builderScript: FAKE_BUILDER,
+  exporterScript: join(__dirname, '../fixtures/fake-exporter.sh'),
   settings: { buildTimeoutSeconds: 60, heartbeatSeconds: 1 },
 };
 let stack: TestStack;
@@ -86,6 +87,57 @@ describe('dispatch', () => {
     } finally {
       workflows.start = realStart;
     }
+  });
+
+  it('an export whose hand-off was lost is started by the reconciler once its build is Completed, not before', async () => {
+    const workflows = stack.deps.workflows;
+    const realStart = workflows.start.bind(workflows);
+    workflows.start = async (ref) => {
+      if (ref.kind === 'ImageExport') throw new Error('injected: process died before StartExecution');
+      return realStart(ref);
+    };
+    try {
+      await admin.req('POST', '/api/v1/imagebuilds', build('for-export', 'v2'));
+      await admin.req('POST', '/api/v1/imagebuilds', build('still-running', 'sleep'));
+      await waitFor(admin, 'for-export', ['Completed']);
+      await waitFor(admin, 'still-running', ['Building']);
+      await admin.req('POST', '/api/v1/imageexports', {
+        apiVersion: 'flightctl.io/v1alpha1',
+        kind: 'ImageExport',
+        metadata: { name: 'lost-export' },
+        spec: { source: { type: 'imageBuild', imageBuildRef: 'for-export' }, format: 'qcow2' },
+      });
+      await admin.req('POST', '/api/v1/imageexports', {
+        apiVersion: 'flightctl.io/v1alpha1',
+        kind: 'ImageExport',
+        metadata: { name: 'waiting-export' },
+        spec: { source: { type: 'imageBuild', imageBuildRef: 'still-running' }, format: 'qcow2' },
+      });
+    } finally {
+      workflows.start = realStart;
+    }
+    expect(
+      (await admin.req('GET', '/api/v1/imageexports/lost-export')).body.status.conditions[0].reason,
+    ).toBe('Pending');
+    const sweep = await reconcilePending(stack.deps, { graceSeconds: 0 });
+    expect(sweep.started).toContain('org-d/ImageExport/lost-export');
+    expect(sweep.started).not.toContain('org-d/ImageExport/waiting-export');
+    // The run really started: its exporter ran (the referrer push then needs a registry, absent here).
+    const deadline = Date.now() + 20_000;
+    let log = '';
+    while (Date.now() < deadline && !log.includes('[fake-exporter] qcow2')) {
+      log = (await admin.req('GET', '/api/v1/imageexports/lost-export/log')).text;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(log).toContain('[fake-exporter] qcow2');
+    expect(
+      (await admin.req('GET', '/api/v1/imageexports/lost-export')).body.status.conditions[0].reason,
+    ).not.toBe('Pending');
+    expect(
+      (await admin.req('GET', '/api/v1/imageexports/waiting-export')).body.status.conditions[0].reason,
+    ).toBe('Pending');
+    await admin.req('POST', '/api/v1/imagebuilds/still-running/cancel');
+    await waitFor(admin, 'still-running', ['Canceled']);
   });
 
   it('a stack stopped mid-build kills its builder; on restart the build ends Failed saying so', async () => {
