@@ -12,9 +12,9 @@ import {
   planManifestList,
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
-import { readyReason } from '../commons/domain/resources.js';
-import { settleWaitingExports, transition } from '../commons/domain/transitions.js';
-import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
+import { readyReason, workflowRef } from '../commons/domain/resources.js';
+import { settleWaitingExports, transition, waitingExports } from '../commons/domain/transitions.js';
+import type { ImageBuild, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
 import { withEnrollment } from './enrollment.js';
@@ -133,22 +133,9 @@ async function complete(deps: Deps, e: Extract<BuildStepEvent, { step: 'complete
 
 /** Exports created while the build ran wait in Pending; their workflows start now. */
 async function startWaitingExports(deps: Deps, ref: WorkflowRef): Promise<void> {
-  const page = await deps.store.queryPage({
-    orgId: ref.orgId,
-    kind: 'ImageExport',
-    buildRef: ref.name,
-    limit: 1000,
-  });
-  for (const item of page.items as StoredResource<ImageExport>[]) {
-    if (readyReason(item.doc) !== 'Pending') continue;
+  for (const item of await waitingExports(deps, ref)) {
     await deps.workflows
-      .start({
-        orgId: item.orgId,
-        kind: 'ImageExport',
-        name: item.name,
-        uid: item.doc.metadata.uid as string,
-        generation: item.doc.metadata.generation ?? 1,
-      })
+      .start(workflowRef(item))
       .catch((err: Error) =>
         deps.logger.error('export start failed', { name: item.name, error: err.message }),
       );

@@ -1,5 +1,5 @@
 // ImageBuild: validated, stored Pending, then handed to the build workflow.
-import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
+import type { Deps, StoredResource } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import {
   DEFAULT_AGENT_CONFIG_PATH,
@@ -18,6 +18,7 @@ import {
   present,
   readyCondition,
   readyReason,
+  workflowRef,
 } from './resources.js';
 import { settleWaitingExports, transition } from './transitions.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
@@ -25,13 +26,7 @@ import { validateImageBuildBody } from './validation.js';
 
 const KIND = 'ImageBuild';
 
-export const workflowRef = (item: StoredResource): WorkflowRef => ({
-  orgId: item.orgId,
-  kind: item.kind as WorkflowRef['kind'],
-  name: item.name,
-  uid: item.doc.metadata.uid as string,
-  generation: item.doc.metadata.generation ?? 1,
-});
+export { workflowRef };
 
 /** Validation shared by create and the Containerfile preview: schema, then the repositories it names. */
 export async function validateImageBuild(deps: Deps, orgId: string, body: unknown) {

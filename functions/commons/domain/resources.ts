@@ -1,6 +1,6 @@
 // What every resource kind shares: server-set metadata, conditions, and paged, selected lists.
 import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
-import type { Deps, StoredResource } from '../ports.js';
+import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { InvalidError, NotFoundError } from './errors.js';
 import { matchesSelector, parseSelectors } from './selectors.js';
 import { type AnyResource, API_VERSION, type Condition, type Kind, type ObjectMeta } from './types.js';
@@ -34,6 +34,15 @@ export function readyCondition(reason: string, message: string): Condition {
     lastTransitionTime: now(),
   };
 }
+
+/** The run a stored build or export names: org, kind, name, uid and generation. */
+export const workflowRef = (item: StoredResource): WorkflowRef => ({
+  orgId: item.orgId,
+  kind: item.kind as WorkflowRef['kind'],
+  name: item.name,
+  uid: item.doc.metadata.uid as string,
+  generation: item.doc.metadata.generation ?? 1,
+});
 
 export function readyReason(r: AnyResource): string | undefined {
   return (r.status as { conditions?: Condition[] } | undefined)?.conditions?.find((c) => c.type === 'Ready')

@@ -5,7 +5,7 @@
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { ConflictError } from './errors.js';
 import { releaseBuildSlot } from './quotas.js';
-import { now, readyCondition, readyReason } from './resources.js';
+import { now, readyCondition, readyReason, workflowRef } from './resources.js';
 import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
 
 /** The reasons whose entry publishes an event, and its detail-type suffix. */
@@ -111,6 +111,20 @@ export async function touch(deps: Deps, ref: WorkflowRef): Promise<void> {
   });
 }
 
+/** Exports of a build still Pending, waiting for it (one page of up to 1000). */
+export async function waitingExports(
+  deps: Deps,
+  buildRef: WorkflowRef,
+): Promise<StoredResource<ImageExport>[]> {
+  const page = await deps.store.queryPage({
+    orgId: buildRef.orgId,
+    kind: 'ImageExport',
+    buildRef: buildRef.name,
+    limit: 1000,
+  });
+  return (page.items as StoredResource<ImageExport>[]).filter((item) => readyReason(item.doc) === 'Pending');
+}
+
 /**
  * Exports waiting for a build that ended without an image: they end too, saying why (CONTRACT §1).
  * Called by the build workflow when the build fails or is canceled.
@@ -120,28 +134,11 @@ export async function settleWaitingExports(
   buildRef: WorkflowRef,
   buildReason: 'Failed' | 'Canceled',
 ) {
-  const page = await deps.store.queryPage({
-    orgId: buildRef.orgId,
-    kind: 'ImageExport',
-    buildRef: buildRef.name,
-    limit: 1000,
-  });
-  for (const item of page.items as StoredResource<ImageExport>[]) {
-    if (readyReason(item.doc) !== 'Pending') continue;
-    await transition(
-      deps,
-      {
-        orgId: item.orgId,
-        kind: 'ImageExport',
-        name: item.name,
-        uid: item.doc.metadata.uid as string,
-        generation: item.doc.metadata.generation ?? 1,
-      },
-      {
-        reason: buildReason,
-        message: `ImageBuild "${buildRef.name}" ${buildReason === 'Failed' ? 'failed' : 'was canceled'}; there is no image to export`,
-        from: ['Pending'],
-      },
-    );
+  for (const item of await waitingExports(deps, buildRef)) {
+    await transition(deps, workflowRef(item), {
+      reason: buildReason,
+      message: `ImageBuild "${buildRef.name}" ${buildReason === 'Failed' ? 'failed' : 'was canceled'}; there is no image to export`,
+      from: ['Pending'],
+    });
   }
 }
