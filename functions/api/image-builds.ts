@@ -24,9 +24,19 @@ export const handler = apiHandler({
       200,
       await getImageBuild(req.deps, req.principal(), req.param('name'), isTrue(req.query.withExports)),
     ),
+  // 200 either way (CONTRACT §2); when runs were still stopping after the bounded wait, the message
+  // says the deletion continues, and GET shows metadata.deletionTimestamp until it is done.
   'DELETE /api/v1/imagebuilds/{name}': async (req) => {
-    await deleteImageBuild(req.deps, req.principal(), req.param('name'));
-    return json(200, successStatus(`ImageBuild "${req.param('name')}" deleted`));
+    const name = req.param('name');
+    const out = await deleteImageBuild(req.deps, req.principal(), name);
+    return json(
+      200,
+      successStatus(
+        out.deleted
+          ? `ImageBuild "${name}" deleted`
+          : `ImageBuild "${name}" is being deleted: ${out.stopping.join(', ')} still stopping; they and the build are deleted when their runs end`,
+      ),
+    );
   },
   'POST /api/v1/containerfile': async (req) =>
     json(200, await previewContainerfile(req.deps, req.principal(), req.body())),

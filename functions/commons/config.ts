@@ -31,6 +31,7 @@ export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
     contextBucket: process.env.BUILD_CONTEXT_BUCKET ?? defaults.contextBucket ?? '',
     buildTimeoutSeconds: num('BUILD_TIMEOUT_SECONDS', defaults.buildTimeoutSeconds ?? 7200),
     heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
+    deleteWaitSeconds: num('DELETE_WAIT_SECONDS', defaults.deleteWaitSeconds ?? 25),
     ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
     quota: {
       ...(process.env.QUOTA_ACTIVE_BUILDS ? { activeBuilds: num('QUOTA_ACTIVE_BUILDS', 10) } : {}),

@@ -131,6 +131,11 @@ export interface Settings {
   contextBucket: string;
   buildTimeoutSeconds: number;
   heartbeatSeconds: number;
+  /**
+   * How long DELETE of a build waits for its runs to stop before answering (default 25: the HTTP API
+   * gives up on an integration after 30 s); what is still stopping then is deleted when it ends.
+   */
+  deleteWaitSeconds?: number;
   agentRepoUrl?: string;
   /** Deployment-wide quota limits (defaults: 10 active builds, 100 builds per 14 days). */
   quota?: Partial<QuotaLimits>;

@@ -30,7 +30,10 @@ export interface ApiFunctionProps {
   readonly logRetention?: logs.RetentionDays;
   /** @default 512 */
   readonly memorySize?: number;
-  /** @default 15 seconds (the HTTP API gives up on an integration after 30 s) */
+  /**
+   * @default 29 seconds: the HTTP API gives up on an integration after 30 s, and DELETE of a build waits
+   * up to 25 s (DELETE_WAIT_SECONDS) for its runs to stop
+   */
   readonly timeout?: Duration;
 }
 
@@ -63,7 +66,7 @@ export class ApiFunction extends Construct implements iam.IGrantable {
       runtime: lambda.Runtime.NODEJS_22_X,
       architecture: lambda.Architecture.ARM_64,
       memorySize: props.memorySize ?? 512,
-      timeout: props.timeout ?? Duration.seconds(15),
+      timeout: props.timeout ?? Duration.seconds(29),
       tracing: lambda.Tracing.ACTIVE,
       role: this.role,
       logGroup: this.logGroup,

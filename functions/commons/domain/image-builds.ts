@@ -7,7 +7,6 @@ import {
   validateBuildSpecExtras,
 } from './containerfile/index.js';
 import { ConflictError, InvalidError } from './errors.js';
-import { artifactPrefix } from './export-run.js';
 import { acquireBuildSlot, releaseBuildSlot } from './quotas.js';
 import { requireRepository } from './repositories.js';
 import {
@@ -15,13 +14,21 @@ import {
   type ListParams,
   listResources,
   newMetadata,
+  now,
   present,
   readyCondition,
   readyReason,
   workflowRef,
 } from './resources.js';
-import { settleWaitingExports, transition } from './transitions.js';
-import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
+import {
+  deleteExportNow,
+  deletionRequested,
+  finishBuildDeletion,
+  isActive,
+  settleWaitingExports,
+  transition,
+} from './transitions.js';
+import { type ImageBuild, type ImageExport, type ObjectMeta, TERMINAL_REASONS } from './types.js';
 import { validateImageBuildBody } from './validation.js';
 
 const KIND = 'ImageBuild';
@@ -146,20 +153,124 @@ export async function listImageBuilds(deps: Deps, p: Principal, params: ListPara
   return { ...result, presented: items };
 }
 
-const isActive = (item: StoredResource): boolean => !TERMINAL_REASONS.has(readyReason(item.doc) ?? 'Pending');
+/** DELETE of a build waits this long for its runs to stop unless settings say otherwise. */
+export const DEFAULT_DELETE_WAIT_SECONDS = 25;
+/** How often the waiting DELETE reads the runs it stopped. */
+const DELETE_POLL_MS = 250;
 
-/** Deletes a build and its exports, stopping whatever of them still runs. */
-export async function deleteImageBuild(deps: Deps, p: Principal, name: string): Promise<void> {
+export interface BuildDeletion {
+  /** The build and all its exports are gone. */
+  deleted: boolean;
+  /** Runs still stopping when the wait ended (`ImageExport/x`, `ImageBuild/y`); deleted when they end. */
+  stopping: string[];
+}
+
+/**
+ * DELETE of a build (CONTRACT §2: it cancels the build if active and deletes its exports, canceling
+ * active ones). Everything is marked for deletion first (metadata.deletionTimestamp), so whatever ends
+ * from then on is deleted by its own end (transitions.ts) and no export can be added. Running exports
+ * and the build go Canceling and their executions are stopped; Pending ones end Canceled at once. Then
+ * it waits, bounded by settings.deleteWaitSeconds, for them to end, and deletes the exports (disk
+ * images first) and last the build. What is still stopping when the bound passes is deleted when its
+ * execution ends; the answer says so. A repeat DELETE stops and waits again, so it finishes the job.
+ */
+export async function deleteImageBuild(deps: Deps, p: Principal, name: string): Promise<BuildDeletion> {
   authorize(p, 'write');
-  for (const exp of await exportsOf(deps, p.orgId, name)) {
-    if (isActive(exp)) await deps.workflows.stop(workflowRef(exp), 'ImageBuild deleted');
-    await deps.store.delete(p.orgId, 'ImageExport', exp.name);
-    await deps.objects.deletePrefix(artifactPrefix(workflowRef(exp)));
+  const waitSeconds = deps.settings.deleteWaitSeconds ?? DEFAULT_DELETE_WAIT_SECONDS;
+  const deadline = Date.now() + waitSeconds * 1000;
+  const build = await markForDeletion(deps, p.orgId, KIND, name);
+  const why = `ImageBuild "${name}" deleted`;
+  await inBatches(await exportsOf(deps, p.orgId, name), async (exp) => {
+    const marked = await markForDeletion(deps, p.orgId, 'ImageExport', exp.name);
+    if (marked) await cancelForDeletion(deps, marked, why);
+  });
+  if (build) await cancelForDeletion(deps, build, why);
+
+  // Wait for the runs that were stopped to end (a Pending one ended already).
+  let refs: { kind: 'ImageBuild' | 'ImageExport'; name: string }[] = [
+    ...(await exportsOf(deps, p.orgId, name)).map((e) => ({ kind: 'ImageExport' as const, name: e.name })),
+    { kind: KIND, name },
+  ];
+  for (;;) {
+    const now = await Promise.all(refs.map((r) => deps.store.get(p.orgId, r.kind, r.name)));
+    refs = refs.filter((_, i) => {
+      const item = now[i];
+      return item !== undefined && isActive(item);
+    });
+    const left = deadline - Date.now();
+    if (refs.length === 0 || left <= 0) break;
+    await new Promise((r) => setTimeout(r, Math.min(DELETE_POLL_MS, left)));
   }
-  const build = await deps.store.get(p.orgId, KIND, name);
-  if (build && isActive(build)) await deps.workflows.stop(workflowRef(build), 'ImageBuild deleted');
-  await deps.store.delete(p.orgId, KIND, name);
-  if (build) await releaseBuildSlot(deps, p.orgId, build.doc.metadata.uid as string);
+
+  // Exports that ended go now; those still stopping are deleted when they end.
+  await inBatches(await exportsOf(deps, p.orgId, name), async (exp) => {
+    const fresh = await deps.store.get(p.orgId, 'ImageExport', exp.name);
+    if (fresh && !isActive(fresh)) await deleteExportNow(deps, fresh);
+  });
+  const deleted = await finishBuildDeletion(deps, p.orgId, name);
+  if (!deleted) {
+    deps.logger.info('ImageBuild deletion continues after its runs end', {
+      orgId: p.orgId,
+      name,
+      stopping: refs.map((r) => `${r.kind}/${r.name}`),
+    });
+  }
+  return { deleted, stopping: deleted ? [] : refs.map((r) => `${r.kind}/${r.name}`) };
+}
+
+/** Sets metadata.deletionTimestamp (once); returns the stored item, or undefined when there is none. */
+async function markForDeletion(
+  deps: Deps,
+  orgId: string,
+  kind: 'ImageBuild' | 'ImageExport',
+  name: string,
+): Promise<StoredResource | undefined> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const item = await deps.store.get(orgId, kind, name);
+    if (!item || deletionRequested(item)) return item;
+    const metadata: ObjectMeta & { deletionTimestamp: string } = {
+      ...item.doc.metadata,
+      deletionTimestamp: now(),
+    };
+    const next: StoredResource = { ...item, version: item.version + 1, doc: { ...item.doc, metadata } };
+    try {
+      await deps.store.replace(next, item.version);
+      return next;
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err;
+    }
+  }
+  throw new Error(`could not mark ${kind} "${name}" for deletion: too many concurrent writes`);
+}
+
+/** Pending → Canceled at once; running → Canceling; either way its execution is told to stop. */
+async function cancelForDeletion(deps: Deps, item: StoredResource, why: string): Promise<void> {
+  const ref = workflowRef(item);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const current = await deps.store.get(item.orgId, item.kind, item.name);
+    if (!current || current.doc.metadata.uid !== ref.uid || !isActive(current)) return;
+    const reason = readyReason(current.doc) ?? 'Pending';
+    const next =
+      reason === 'Canceling'
+        ? current
+        : await transition(
+            deps,
+            ref,
+            reason === 'Pending'
+              ? { reason: 'Canceled', message: `Canceled before it started: ${why}`, from: [reason] }
+              : { reason: 'Canceling', message: `Canceling: ${why}`, from: [reason] },
+          );
+    if (next) {
+      // Also for a Pending run: its execution may be starting.
+      await deps.workflows.stop(ref, why);
+      return;
+    }
+  }
+}
+
+/** Runs `fn` over `items`, ten at a time (each is a few store round trips). */
+async function inBatches<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += 10) await Promise.all(items.slice(i, i + 10).map(fn));
 }
 
 export { isActive };
@@ -200,6 +311,8 @@ export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | '
 /** Runs a Failed or Canceled build again: a new generation, so a new execution. */
 async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise<StoredResource<ImageBuild>> {
   const reason = readyReason(item.doc) ?? 'Pending';
+  if (deletionRequested(item))
+    throw new ConflictError(`ImageBuild "${item.name}" is being deleted and cannot be retried`);
   if (reason !== 'Failed' && reason !== 'Canceled') {
     throw new ConflictError(
       `ImageBuild "${item.name}" is ${reason}; only Failed or Canceled builds can be retried`,

@@ -1,8 +1,7 @@
 // ImageExport: a disk image made from a build; waits for the build when it is not Completed yet.
 import type { Deps, StoredResource } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
-import { InvalidError } from './errors.js';
-import { artifactPrefix } from './export-run.js';
+import { ConflictError, InvalidError } from './errors.js';
 import { isActive, startWorkflow, workflowRef } from './image-builds.js';
 import {
   getOrThrow,
@@ -13,7 +12,12 @@ import {
   readyCondition,
   readyReason,
 } from './resources.js';
-import { settleWaitingExports } from './transitions.js';
+import {
+  deleteExportNow,
+  deletionRequested,
+  finishBuildDeletion,
+  settleWaitingExports,
+} from './transitions.js';
 import type { ImageBuild, ImageExport } from './types.js';
 import { validateImageExportBody } from './validation.js';
 
@@ -27,6 +31,7 @@ export async function createImageExport(deps: Deps, p: Principal, body: unknown)
     | StoredResource<ImageBuild>
     | undefined;
   if (!build) throw new InvalidError('spec.source.imageBuildRef', `ImageBuild "${buildName}" does not exist`);
+  if (deletionRequested(build)) throw buildBeingDeleted(buildName);
   const archs = build.doc.spec.architectures ?? ['x86_64'];
   if (input.spec.architecture && !archs.includes(input.spec.architecture)) {
     throw new InvalidError(
@@ -54,6 +59,13 @@ export async function createImageExport(deps: Deps, p: Principal, body: unknown)
     },
   };
   await deps.store.create(item);
+  // A DELETE of the build may have begun between the read above and this write, and its list of exports
+  // may have missed this one: read the build again (DELETE marks it before listing) and withdraw.
+  const after = await deps.store.get(p.orgId, 'ImageBuild', buildName);
+  if (!after || after.doc.metadata.uid !== build.doc.metadata.uid || deletionRequested(after)) {
+    await deps.store.delete(p.orgId, KIND, item.name);
+    throw buildBeingDeleted(buildName);
+  }
   // Started now only when there is an image to export; otherwise the build's completion starts it,
   // or its failure or cancellation ends it.
   if (buildReason === 'Completed') await startWorkflow(deps, item);
@@ -80,12 +92,17 @@ export async function deleteImageExport(deps: Deps, p: Principal, name: string):
   if (item) await removeExport(deps, item);
 }
 
-/** Stops the export if it runs, deletes it and its disk image. */
+const buildBeingDeleted = (buildName: string) =>
+  new ConflictError(`spec.source.imageBuildRef: ImageBuild "${buildName}" is being deleted`);
+
+/**
+ * Stops the export if it runs, deletes it and its disk image; when it was the last export its build's
+ * pending deletion waited for, the build goes too.
+ */
 export async function removeExport(deps: Deps, item: StoredResource): Promise<void> {
-  const ref = workflowRef(item);
-  if (isActive(item)) await deps.workflows.stop(ref, 'ImageExport deleted');
-  await deps.store.delete(item.orgId, KIND, item.name);
-  await deps.objects.deletePrefix(artifactPrefix(ref));
+  if (isActive(item)) await deps.workflows.stop(workflowRef(item), 'ImageExport deleted');
+  await deleteExportNow(deps, item);
+  if (item.buildRef) await finishBuildDeletion(deps, item.orgId, item.buildRef);
 }
 
 /** Presigned links live this long (the download must start within it). */

@@ -1,12 +1,15 @@
 // Status transitions of builds and exports, written by the workflows and the API alike: conditional on
 // the stored version (retried on a race), idempotent (a repeat of the same transition is a no-op) and
 // ordered (nothing leaves a terminal state; a canceling resource only goes to Canceled or a terminal
-// state). Each transition that starts or ends a run publishes exactly one event.
+// state). Each transition that starts or ends a run publishes exactly one event. A run that ends also
+// finishes what waited for its end: an export ending without an image drops its disk image, and a build
+// or export whose deletion was requested (metadata.deletionTimestamp) is deleted now.
 import type { Deps, StoredResource, WorkflowRef } from '../ports.js';
 import { ConflictError } from './errors.js';
+import { artifactPrefix } from './export-run.js';
 import { releaseBuildSlot } from './quotas.js';
 import { now, readyCondition, readyReason, workflowRef } from './resources.js';
-import { type ImageBuild, type ImageExport, TERMINAL_REASONS } from './types.js';
+import { type ImageBuild, type ImageExport, type ObjectMeta, TERMINAL_REASONS } from './types.js';
 
 /** The reasons whose entry publishes an event, and its detail-type suffix. */
 const EVENT_FOR: Record<string, string> = {
@@ -72,6 +75,7 @@ export async function transition(
     if (next.kind === 'ImageBuild' && TERMINAL_REASONS.has(req.reason)) {
       await releaseBuildSlot(deps, next.orgId, next.doc.metadata.uid as string);
     }
+    if (TERMINAL_REASONS.has(req.reason)) await afterEnd(deps, next, req.reason);
     return next;
   }
   throw new Error(`could not record ${ref.kind} "${ref.name}" → ${req.reason}: too many concurrent writes`);
@@ -140,5 +144,72 @@ export async function settleWaitingExports(
       message: `ImageBuild "${buildRef.name}" ${buildReason === 'Failed' ? 'failed' : 'was canceled'}; there is no image to export`,
       from: ['Pending'],
     });
+  }
+}
+
+// ---- deletion of builds and exports that were still running ----------------------------------------
+// DELETE of a build cancels its runs and waits for them (bounded). What has not stopped by then keeps
+// `metadata.deletionTimestamp` (Kubernetes' meaning: deletion requested, waiting for something to finish)
+// and is deleted here, when its run ends; the build goes last, once none of its exports is left, so no
+// export ever names a deleted build.
+
+export const isActive = (item: StoredResource): boolean =>
+  !TERMINAL_REASONS.has(readyReason(item.doc) ?? 'Pending');
+
+export const deletionRequested = (item: StoredResource): boolean =>
+  Boolean((item.doc.metadata as ObjectMeta & { deletionTimestamp?: string }).deletionTimestamp);
+
+/** Deletes an export and its disk image; the image first, so a failure leaves the row to retry from. */
+export async function deleteExportNow(deps: Deps, item: StoredResource): Promise<void> {
+  await deps.objects.deletePrefix(artifactPrefix(workflowRef(item)));
+  await deps.store.delete(item.orgId, 'ImageExport', item.name);
+}
+
+/**
+ * Deletes a build whose deletion was requested once it has ended and none of its exports is left.
+ * Returns true when the build is gone (also when it already was).
+ */
+export async function finishBuildDeletion(deps: Deps, orgId: string, buildName: string): Promise<boolean> {
+  const build = await deps.store.get(orgId, 'ImageBuild', buildName);
+  if (!build) return true;
+  if (!deletionRequested(build) || isActive(build)) return false;
+  // The by-build index is eventually consistent: what it lists is checked with a consistent read.
+  const page = await deps.store.queryPage({ orgId, kind: 'ImageExport', buildRef: buildName, limit: 25 });
+  const left = await Promise.all(page.items.map((e) => deps.store.get(orgId, 'ImageExport', e.name)));
+  if (page.more || left.some((e) => e !== undefined)) return false;
+  await deps.store.delete(orgId, 'ImageBuild', buildName);
+  await releaseBuildSlot(deps, orgId, build.doc.metadata.uid as string);
+  return true;
+}
+
+/**
+ * Best effort: the transition is recorded and published already. What fails here is retried by a repeat
+ * DELETE, and disk images expire with the bucket's retention rule.
+ */
+async function afterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string): Promise<void> {
+  try {
+    await cleanUpAfterEnd(deps, item, reason);
+  } catch (err) {
+    deps.logger.error('clean-up after the end of a run failed', {
+      kind: item.kind,
+      name: item.name,
+      uid: item.doc.metadata.uid,
+      error: (err as Error).message,
+    });
+  }
+}
+
+async function cleanUpAfterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string): Promise<void> {
+  if (item.kind === 'ImageExport') {
+    if (deletionRequested(item)) {
+      await deleteExportNow(deps, item);
+      if (item.buildRef) await finishBuildDeletion(deps, item.orgId, item.buildRef);
+    } else if (reason !== 'Completed') {
+      // Only a Completed export can be downloaded: a disk image left by a canceled or failed run (one
+      // canceled while Pushing has a whole one) would only cost storage until the retention rule.
+      await deps.objects.deletePrefix(artifactPrefix(workflowRef(item)));
+    }
+  } else if (deletionRequested(item)) {
+    await finishBuildDeletion(deps, item.orgId, item.name);
   }
 }
