@@ -301,6 +301,44 @@ describe('image-export with held hand-offs, locally', () => {
     expect(await eventsOf(uid)).toEqual(['ImageExport Started', 'ImageExport Canceled']);
   });
 
+  it('deleting a build while it builds, with an export waiting for it: the builder is stopped, the export ends Canceled at once, both are gone', async () => {
+    const b = await admin.req('POST', '/api/v1/imagebuilds', build('db-build', 'sleep')); // builds until killed
+    const e = await admin.req('POST', '/api/v1/imageexports', imageExport('db-wait', 'db-build'));
+    await waitFor('imagebuilds', 'db-build', ['Building']);
+    const del = await admin.req('DELETE', '/api/v1/imagebuilds/db-build');
+    expect(del.body.message).toBe('ImageBuild "db-build" deleted');
+    expect((await admin.req('GET', '/api/v1/imagebuilds/db-build')).status).toBe(404);
+    expect((await admin.req('GET', '/api/v1/imageexports/db-wait')).status).toBe(404);
+    expect(await stopsOf(b.body.metadata.uid)).toEqual([
+      expect.objectContaining({ reason: 'ImageBuild "db-build" deleted', running: true }),
+    ]);
+    const buildRef = {
+      orgId: ORG,
+      kind: 'ImageBuild' as const,
+      name: 'db-build',
+      uid: b.body.metadata.uid,
+      generation: 1,
+    };
+    expect((await stack.deps.logs.read(buildRef)).text).toContain('stopped: the run was canceled');
+    // The build waited for went Canceling → Canceled; the export never started.
+    expect(await eventsOf(b.body.metadata.uid)).toEqual(['ImageBuild Started', 'ImageBuild Canceled']);
+    expect(await eventsOf(e.body.metadata.uid)).toEqual(['ImageExport Canceled']);
+    expect((await admin.req('GET', '/api/v1/quota')).body.usage.activeBuilds).toBe(0);
+  });
+
+  it('deleting a Completed export removes it and its disk image; its build stays', async () => {
+    await completedBuild('x-build');
+    const created = await admin.req('POST', '/api/v1/imageexports', imageExport('x-qcow2', 'x-build'));
+    const uid = created.body.metadata.uid as string;
+    await waitFor('imageexports', 'x-qcow2', ['Completed']);
+    expect(await artifactsOf(uid)).toHaveLength(1);
+    const del = await admin.req('DELETE', '/api/v1/imageexports/x-qcow2');
+    expect(del.body).toMatchObject({ status: 'Success', message: 'ImageExport "x-qcow2" deleted' });
+    expect((await admin.req('GET', '/api/v1/imageexports/x-qcow2')).status).toBe(404);
+    expect(await artifactsOf(uid)).toEqual([]);
+    expect((await admin.req('GET', '/api/v1/imagebuilds/x-build')).status).toBe(200);
+  });
+
   it('when the runs do not stop within the bound: 200 saying deletion continues, no new export accepted, the rest deleted when the export ends', async () => {
     stack.deps.settings.deleteWaitSeconds = 1;
     const b = await completedBuild('t-build');
@@ -344,6 +382,13 @@ describe('image-export with held hand-offs, locally', () => {
     expect(late.status).toBe(409);
     expect(late.body.message).toBe('spec.source.imageBuildRef: ImageBuild "t-build" is being deleted');
     expect((await admin.req('GET', '/api/v1/imageexports/t-late')).status).toBe(404);
+    const retry = await admin.req(
+      'PATCH',
+      '/api/v1/imagebuilds/t-build',
+      { metadata: { annotations: { 'imagebuilder.flightctl.io/retry': 'true' } } },
+      { 'content-type': 'application/merge-patch+json' },
+    );
+    expect(retry.status).toBe(409);
 
     // The execution's end arrives: the export, then the build, are deleted.
     await workflows.release();

@@ -1,7 +1,9 @@
 // The export state machine (statemachines/image-export.asl.json) executed locally with the same step
 // handler, the CodeBuild stand-in and stand-in scripts (the real exporter runs in test/e2e): waits for
 // its build, ends with a failed or canceled build, converter failure, cancel while Pending and while
-// Converting. The referrer push is observed through the pusher the runner is given.
+// Converting; each with exactly one event per transition. The referrer push is observed through the pusher
+// the runner is given (image-export-held.test.ts holds it, for the Pushing phase).
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -46,6 +48,17 @@ async function waitFor(
   }
 }
 
+/** The detail-types of one run's events, in order. */
+async function eventsOf(uid: string): Promise<string[]> {
+  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((e) => JSON.parse(e.Detail).uid === uid)
+    .map((e) => e.DetailType);
+}
+
 const build = (name: string, tag: string) =>
   imageBuild(name, { destination: { repository: 'dst', imageName: 'edge/os', imageTag: tag } });
 
@@ -53,16 +66,21 @@ describe('image-export state machine, locally', () => {
   it('a converter failure ends Failed with the exporter’s message', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', build('b1', 'v1'));
     await waitFor('imagebuilds', 'b1', ['Completed']);
-    await admin.req('POST', '/api/v1/imageexports', imageExport('x-vhd', 'b1', { format: 'vhd' }));
+    const x = await admin.req('POST', '/api/v1/imageexports', imageExport('x-vhd', 'b1', { format: 'vhd' }));
     const done = await waitFor('imageexports', 'x-vhd', ['Failed', 'Completed']);
     expect(done.status.conditions[0]).toMatchObject({
       reason: 'Failed',
       message: 'conversion failed: qemu-img exited with code 1',
     });
+    expect(await eventsOf(x.body.metadata.uid)).toEqual(['ImageExport Started', 'ImageExport Failed']);
   });
 
   it('cancel while Converting kills the exporter and ends Canceled', async () => {
-    await admin.req('POST', '/api/v1/imageexports', imageExport('x-long', 'b1', { format: 'vmdk' }));
+    const x = await admin.req(
+      'POST',
+      '/api/v1/imageexports',
+      imageExport('x-long', 'b1', { format: 'vmdk' }),
+    );
     await waitFor('imageexports', 'x-long', ['Converting']);
     await new Promise((r) => setTimeout(r, 500));
     const res = await admin.req('POST', '/api/v1/imageexports/x-long/cancel');
@@ -72,11 +90,12 @@ describe('image-export state machine, locally', () => {
     await stack.runner?.idle();
     const log = (await admin.req('GET', '/api/v1/imageexports/x-long/log')).text;
     expect(log).toContain('stopped: the run was canceled');
+    expect(await eventsOf(x.body.metadata.uid)).toEqual(['ImageExport Started', 'ImageExport Canceled']);
   });
 
   it('an export waiting for its build ends Canceled when the build is canceled, and Failed when it fails', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', build('b2', 'sleep'));
-    await admin.req('POST', '/api/v1/imageexports', imageExport('x-wait', 'b2'));
+    const w1 = await admin.req('POST', '/api/v1/imageexports', imageExport('x-wait', 'b2'));
     await waitFor('imagebuilds', 'b2', ['Building']);
     await admin.req('POST', '/api/v1/imagebuilds/b2/cancel');
     const canceled = await waitFor('imageexports', 'x-wait', ['Canceled', 'Failed', 'Completed']);
@@ -86,17 +105,20 @@ describe('image-export state machine, locally', () => {
     });
 
     await admin.req('POST', '/api/v1/imagebuilds', build('b3', 'fail'));
-    await admin.req('POST', '/api/v1/imageexports', imageExport('x-wait2', 'b3'));
+    const w2 = await admin.req('POST', '/api/v1/imageexports', imageExport('x-wait2', 'b3'));
     const failed = await waitFor('imageexports', 'x-wait2', ['Canceled', 'Failed', 'Completed']);
     expect(failed.status.conditions[0]).toMatchObject({
       reason: 'Failed',
       message: 'ImageBuild "b3" failed; there is no image to export',
     });
+    // Neither started: the end is their only event.
+    expect(await eventsOf(w1.body.metadata.uid)).toEqual(['ImageExport Canceled']);
+    expect(await eventsOf(w2.body.metadata.uid)).toEqual(['ImageExport Failed']);
   });
 
   it('cancel while Pending (waiting for its build) ends Canceled at once; its build ending later leaves it so', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', build('b4', 'sleep'));
-    await admin.req('POST', '/api/v1/imageexports', imageExport('x-pending', 'b4'));
+    const x = await admin.req('POST', '/api/v1/imageexports', imageExport('x-pending', 'b4'));
     const res = await admin.req('POST', '/api/v1/imageexports/x-pending/cancel');
     expect(res.body.status.conditions[0].reason).toBe('Canceled');
     await waitFor('imagebuilds', 'b4', ['Building']);
@@ -104,5 +126,6 @@ describe('image-export state machine, locally', () => {
     await waitFor('imagebuilds', 'b4', ['Canceled']);
     const after = await waitFor('imageexports', 'x-pending', ['Canceled']);
     expect(after.status.conditions[0].message).toBe('Canceled before it started');
+    expect(await eventsOf(x.body.metadata.uid)).toEqual(['ImageExport Canceled']);
   });
 });

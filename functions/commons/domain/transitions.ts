@@ -75,7 +75,7 @@ export async function transition(
     if (next.kind === 'ImageBuild' && TERMINAL_REASONS.has(req.reason)) {
       await releaseBuildSlot(deps, next.orgId, next.doc.metadata.uid as string);
     }
-    if (TERMINAL_REASONS.has(req.reason)) await afterEnd(deps, next, req.reason);
+    if (TERMINAL_REASONS.has(req.reason)) await afterEnd(deps, next, req.reason, current !== 'Pending');
     return next;
   }
   throw new Error(`could not record ${ref.kind} "${ref.name}" → ${req.reason}: too many concurrent writes`);
@@ -186,9 +186,9 @@ export async function finishBuildDeletion(deps: Deps, orgId: string, buildName: 
  * Best effort: the transition is recorded and published already. What fails here is retried by a repeat
  * DELETE, and disk images expire with the bucket's retention rule.
  */
-async function afterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string): Promise<void> {
+async function afterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string, ran: boolean) {
   try {
-    await cleanUpAfterEnd(deps, item, reason);
+    await cleanUpAfterEnd(deps, item, reason, ran);
   } catch (err) {
     deps.logger.error('clean-up after the end of a run failed', {
       kind: item.kind,
@@ -199,15 +199,16 @@ async function afterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string
   }
 }
 
-async function cleanUpAfterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string): Promise<void> {
+/** `ran`: the run got past Pending, so an export may have left a disk image. */
+async function cleanUpAfterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string, ran: boolean) {
   if (item.kind === 'ImageExport') {
-    if (deletionRequested(item)) {
-      await deleteExportNow(deps, item);
-      if (item.buildRef) await finishBuildDeletion(deps, item.orgId, item.buildRef);
-    } else if (reason !== 'Completed') {
-      // Only a Completed export can be downloaded: a disk image left by a canceled or failed run (one
-      // canceled while Pushing has a whole one) would only cost storage until the retention rule.
+    // Only a Completed export can be downloaded: a disk image left by a canceled or failed run (one
+    // canceled while Pushing has a whole one) would only cost storage until the retention rule.
+    if (ran && (reason !== 'Completed' || deletionRequested(item)))
       await deps.objects.deletePrefix(artifactPrefix(workflowRef(item)));
+    if (deletionRequested(item)) {
+      await deps.store.delete(item.orgId, 'ImageExport', item.name);
+      if (item.buildRef) await finishBuildDeletion(deps, item.orgId, item.buildRef);
     }
   } else if (deletionRequested(item)) {
     await finishBuildDeletion(deps, item.orgId, item.name);
