@@ -1,6 +1,7 @@
 // Settings of the CDK app, read from context (cdk.json or `-c key=value`) and validated at synth.
 // Values given on the command line arrive as strings, those from cdk.json keep their JSON type.
 import type { Node } from 'constructs';
+import type { EksRunnerSettings } from './constructs/eks-runner.js';
 import { type ImageBuilderProps, validateImageBuilderProps } from './imagebuilder.js';
 
 /** The context keys the app reads; documented in the README. */
@@ -20,6 +21,13 @@ export const CONTEXT_KEYS = [
   'notificationWebhookSecretArn',
   'artifactRetentionDays',
   'createVmImportRole',
+  'runner',
+  'eksClusterName',
+  'eksEndpoint',
+  'eksCertificateAuthority',
+  'eksNamespace',
+  'eksServiceAccount',
+  'eksBuilderImage',
 ] as const;
 
 /** Context keys whose value is a plain string, passed through to the props of the same name. */
@@ -30,6 +38,7 @@ const STRING_KEYS = [
   'notificationEmail',
   'notificationWebhookUrl',
   'notificationWebhookSecretArn',
+  'runner',
 ] as const satisfies readonly (typeof CONTEXT_KEYS)[number][];
 
 export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
@@ -69,6 +78,22 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
     if (typeof value === 'string') strings[key] = value.trim();
     else problems.push(`context ${key}=${JSON.stringify(value)} must be a string`);
   }
+  // The EKS runner's cluster: eks<Key> → props.eks.<key>.
+  const eksKeys = {
+    eksClusterName: 'clusterName',
+    eksEndpoint: 'endpoint',
+    eksCertificateAuthority: 'certificateAuthority',
+    eksNamespace: 'namespace',
+    eksServiceAccount: 'serviceAccount',
+    eksBuilderImage: 'builderImage',
+  } as const;
+  const eks: Record<string, string> = {};
+  for (const [key, prop] of Object.entries(eksKeys)) {
+    const value = get(key as keyof typeof eksKeys);
+    if (value === undefined) continue;
+    if (typeof value === 'string') eks[prop] = value.trim();
+    else problems.push(`context ${key}=${JSON.stringify(value)} must be a string`);
+  }
   const issuer = get('jwtIssuer');
   const audience = get('jwtAudience');
   if (issuer !== undefined && typeof issuer !== 'string') {
@@ -97,6 +122,7 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
     ...(artifactRetentionDays !== undefined ? { artifactRetentionDays } : {}),
     ...(createVmImportRole !== undefined ? { createVmImportRole } : {}),
     ...(strings as Pick<ImageBuilderProps, (typeof STRING_KEYS)[number]>),
+    ...(Object.keys(eks).length ? { eks: eks as unknown as EksRunnerSettings } : {}),
   };
   validateImageBuilderProps(props);
   return props;

@@ -8,6 +8,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { RUNNERS, type Runner } from '../functions/commons/domain/build-plan.js';
 import { type ApiFunction as ApiFunctionName, ROUTES } from '../functions/commons/http/routes.js';
 import { Api } from './constructs/api.js';
 import { ApiFunction } from './constructs/api-function.js';
@@ -18,6 +19,7 @@ import {
   ImageBuildWorkflow,
 } from './constructs/build-workflow.js';
 import { DataStore } from './constructs/data.js';
+import { EksRunner, type EksRunnerSettings } from './constructs/eks-runner.js';
 import { ServiceEvents } from './constructs/events.js';
 import { ImageExportWorkflow, VmImport } from './constructs/export-workflow.js';
 import { UserDirectory } from './constructs/identity.js';
@@ -79,6 +81,14 @@ export interface ImageBuilderProps {
    * already has one (another stage, or an earlier VM Import setup). @default true
    */
   readonly createVmImportRole?: boolean;
+  /**
+   * Where builds and exports run: `codebuild` (privileged CodeBuild projects) or `eks` (privileged
+   * Kubernetes Jobs on an existing cluster, `eks` required). The same scripts and state machines either
+   * way. @default codebuild
+   */
+  readonly runner?: Runner;
+  /** The cluster of the `eks` runner. */
+  readonly eks?: EksRunnerSettings;
 }
 
 export const BUILDER_COMPUTE_TYPES = [
@@ -100,6 +110,10 @@ const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 
 const STAGE = /^[a-z][a-z0-9-]{0,31}$/;
+const EKS_CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 const RETENTION_DAYS = new Set<number>(
   Object.values(logs.RetentionDays).filter((v): v is number => typeof v === 'number'),
 );
@@ -193,9 +207,51 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
   if (props.createVmImportRole !== undefined && typeof props.createVmImportRole !== 'boolean') {
     problems.push(`createVmImportRole ${JSON.stringify(props.createVmImportRole)} must be true or false`);
   }
+  problems.push(...runnerProblems(props));
   if (problems.length > 0) {
     throw new Error(`Invalid ImageBuilder settings:\n  - ${problems.join('\n  - ')}`);
   }
+}
+
+function runnerProblems(props: ImageBuilderProps): string[] {
+  const problems: string[] = [];
+  const runner = props.runner ?? 'codebuild';
+  if (!RUNNERS.includes(runner)) {
+    problems.push(`runner ${JSON.stringify(props.runner)} must be one of ${RUNNERS.join(', ')}`);
+  }
+  const e = props.eks;
+  if (runner !== 'eks') {
+    if (e !== undefined) problems.push('the eks settings (eksClusterName…) apply only with runner "eks"');
+    return problems;
+  }
+  if (e === undefined) {
+    problems.push(
+      'runner "eks" needs the cluster: eksClusterName, eksEndpoint, eksCertificateAuthority, eksBuilderImage',
+    );
+    return problems;
+  }
+  if (typeof e.clusterName !== 'string' || !EKS_CLUSTER_NAME.test(e.clusterName)) {
+    problems.push(`eksClusterName ${JSON.stringify(e.clusterName)} must be an EKS cluster name`);
+  }
+  if (!isHttpsUrl(e.endpoint)) {
+    problems.push(`eksEndpoint ${JSON.stringify(e.endpoint)} must be the cluster's https:// API endpoint`);
+  }
+  if (typeof e.certificateAuthority !== 'string' || !BASE64.test(e.certificateAuthority)) {
+    problems.push('eksCertificateAuthority must be the cluster certificate authority data (base64)');
+  }
+  if (typeof e.builderImage !== 'string' || !/^[^\s"'\\$`]+$/.test(e.builderImage)) {
+    problems.push(`eksBuilderImage ${JSON.stringify(e.builderImage)} must be a container image reference`);
+  }
+  if (e.namespace !== undefined && !(typeof e.namespace === 'string' && DNS_LABEL.test(e.namespace))) {
+    problems.push(`eksNamespace ${JSON.stringify(e.namespace)} must be a Kubernetes namespace name`);
+  }
+  if (
+    e.serviceAccount !== undefined &&
+    !(typeof e.serviceAccount === 'string' && DNS_SUBDOMAIN.test(e.serviceAccount))
+  ) {
+    problems.push(`eksServiceAccount ${JSON.stringify(e.serviceAccount)} must be a service account name`);
+  }
+  return problems;
 }
 
 function isHttpsUrl(value: unknown): boolean {
@@ -229,6 +285,8 @@ export class ImageBuilder extends Construct {
   readonly events: ServiceEvents;
   readonly contextStore: BuildContextStore;
   readonly builders: Builders;
+  /** Present with `runner: 'eks'`. */
+  readonly eksRunner?: EksRunner;
   readonly buildWorkflow: ImageBuildWorkflow;
   readonly exportWorkflow: ImageExportWorkflow;
   /** The `vmimport` role of the `ami` format (created, or the account's own). */
@@ -283,6 +341,16 @@ export class ImageBuilder extends Construct {
       ...(props.createVmImportRole !== undefined ? { createRole: props.createVmImportRole } : {}),
     });
     this.vmImport.grantImport(this.builders.role);
+    if (props.runner === 'eks' && props.eks) {
+      this.eksRunner = new EksRunner(this, 'EksRunner', {
+        settings: props.eks,
+        contextStore: this.contextStore,
+        secrets: this.secrets,
+        builders: this.builders,
+      });
+      this.vmImport.grantImport(this.eksRunner.podRole);
+    }
+    const eks = this.eksRunner ? { eks: this.eksRunner } : {};
     this.exportWorkflow = new ImageExportWorkflow(this, 'ExportWorkflow', {
       stage: props.stage,
       data: this.data,
@@ -293,6 +361,7 @@ export class ImageBuilder extends Construct {
       environment: common,
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
+      ...eks,
     });
     this.buildWorkflow = new ImageBuildWorkflow(this, 'BuildWorkflow', {
       stage: props.stage,
@@ -305,6 +374,7 @@ export class ImageBuilder extends Construct {
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
       exportWorkflow: this.exportWorkflow,
+      ...eks,
       ...(props.flightctlSecretArn ? { flightctlSecretArn: props.flightctlSecretArn } : {}),
       ...(props.agentRepoUrl ? { agentRepoUrl: props.agentRepoUrl } : {}),
     });

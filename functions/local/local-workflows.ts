@@ -8,11 +8,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StateMachine } from 'aws-local-stepfunctions';
 import { executionName } from '../commons/adapters/sfn-workflows.js';
+import type { Runner } from '../commons/domain/build-plan.js';
 import { touch } from '../commons/domain/transitions.js';
 import type { Deps, WorkflowRef, Workflows } from '../commons/ports.js';
 import { type BuildStepEvent, runBuildStep } from '../workflows/image-build.js';
 import { type ExportStepEvent, type ReferrerPusher, runExportStep } from '../workflows/image-export.js';
 import { LocalCodeBuild, type StartBuildInput } from './local-codebuild.js';
+import { LocalEksJob, type RunJobInput } from './local-eks-job.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
 if (!('withResolvers' in Promise)) {
@@ -38,6 +40,18 @@ export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
   BuildProjectX86_64: 'imagebuilder-local-x86_64',
   BuildProjectAarch64: 'imagebuilder-local-aarch64',
   BuilderLogGroupName: 'imagebuilder-local-builders',
+  Runner: 'codebuild',
+  // The EKS runner's cluster and scripts: the local Job stand-in (local-eks-job.ts) needs none of them.
+  EksClusterName: 'imagebuilder-local',
+  EksEndpoint: 'https://kubernetes.local.invalid',
+  EksCertificateAuthority: 'bG9jYWw=',
+  EksNamespace: 'imagebuilder',
+  EksServiceAccount: 'imagebuilder-builder',
+  EksBuilderImage: 'localhost/imagebuilder-builder:local',
+  EksJobScriptUrl: 's3://imagebuilder-local-assets/eks-job.sh',
+  BuilderScriptUrl: 's3://imagebuilder-local-assets/build-image.sh',
+  ExporterScriptUrl: 's3://imagebuilder-local-assets/export-image.sh',
+  CommonScriptUrl: 's3://imagebuilder-local-assets/common.sh',
 };
 
 export function loadDefinition(file: string, substitutions = LOCAL_SUBSTITUTIONS): Record<string, unknown> {
@@ -63,6 +77,8 @@ export interface LocalWorkflowOptions {
   /** Pushes an export's ORAS referrer (the same code as in the cloud). */
   pushReferrer: ReferrerPusher;
   heartbeatTimeoutSeconds?: number;
+  /** Where jobs run: the definitions' `${Runner}` (default codebuild); eks runs them as Job stand-ins. */
+  runner?: Runner;
 }
 
 interface Execution {
@@ -77,10 +93,14 @@ interface Execution {
 
 export class LocalStepFunctions implements Workflows {
   private readonly executions = new Map<string, Execution>();
-  private readonly buildMachine = new StateMachine(loadDefinition('image-build.asl.json') as never);
-  private readonly exportMachine = new StateMachine(loadDefinition('image-export.asl.json') as never);
+  private readonly buildMachine: StateMachine;
+  private readonly exportMachine: StateMachine;
 
-  constructor(private readonly opts: LocalWorkflowOptions) {}
+  constructor(private readonly opts: LocalWorkflowOptions) {
+    const substitutions = { ...LOCAL_SUBSTITUTIONS, Runner: opts.runner ?? 'codebuild' };
+    this.buildMachine = new StateMachine(loadDefinition('image-build.asl.json', substitutions) as never);
+    this.exportMachine = new StateMachine(loadDefinition('image-export.asl.json', substitutions) as never);
+  }
 
   /** Resolves when every execution started so far has ended (tests, shutdown). */
   async idle(): Promise<void> {
@@ -124,6 +144,8 @@ export class LocalStepFunctions implements Workflows {
         : (input: unknown) =>
             runExportStep(deps, input as ExportStepEvent, this.opts.pushReferrer) as Promise<Json>;
     const job = (input: unknown) => codebuild.startBuildSync(input as StartBuildInput) as Promise<Json>;
+    const eks = new LocalEksJob({ codebuild, objects: deps.objects });
+    const eksJob = (input: unknown) => eks.runJobSync(input as RunJobInput) as Promise<Json>;
     const machine = ref.kind === 'ImageBuild' ? this.buildMachine : this.exportMachine;
     const run = machine.run(ref as never, {
       overrides: {
@@ -137,8 +159,22 @@ export class LocalStepFunctions implements Workflows {
                 BuildX86_64: job,
                 BuildAarch64: job,
                 PushManifestList: job,
+                RunJobX86_64: eksJob,
+                RunJobAarch64: eksJob,
+                RunManifestJob: eksJob,
+                CollectJobResult: step,
+                CollectManifestResult: step,
               }
-            : { Prepare: step, Publish: step, RecordFailure: step, ConvertX86_64: job, ConvertAarch64: job },
+            : {
+                Prepare: step,
+                Publish: step,
+                RecordFailure: step,
+                ConvertX86_64: job,
+                ConvertAarch64: job,
+                RunJobX86_64: eksJob,
+                RunJobAarch64: eksJob,
+                CollectJobResult: step,
+              },
       },
       context: {
         Execution: { Id: name, Name: name, Input: ref as Json, StartTime: new Date().toISOString() },

@@ -9,6 +9,7 @@ import { FileSecretStore } from '../commons/adapters/file-secrets.js';
 import { FlightctlEnrollmentCertificates } from '../commons/adapters/flightctl-enrollment.js';
 import { S3ObjectStore } from '../commons/adapters/s3-objects.js';
 import { jsonLogger, setDeps, settingsFromEnv } from '../commons/config.js';
+import type { Runner } from '../commons/domain/build-plan.js';
 import type { EnrollmentCertificates } from '../commons/domain/enrollment/index.js';
 import { workflowRef } from '../commons/domain/image-builds.js';
 import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
@@ -38,6 +39,8 @@ export interface LocalStackOptions {
   /** Exporter script override for workflow tests; default functions/builder/export-image.sh. */
   exporterScript?: string;
   heartbeatTimeoutSeconds?: number;
+  /** Where the local workflows run jobs: `codebuild` (default) or `eks` (the Job stand-in, same scripts). */
+  runner?: Runner;
   settings?: Partial<Settings>;
   /** Early binding; by default from FLIGHTCTL_API_URL, FLIGHTCTL_TOKEN and FLIGHTCTL_CA_FILE when set. */
   enrollment?: EnrollmentCertificates;
@@ -133,6 +136,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.exporterScript ? { exporterScript: opts.exporterScript } : {}),
         ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
+        ...(opts.runner ? { runner: opts.runner } : {}),
       });
   const enrollment = opts.enrollment ?? (await enrollmentFromEnv());
   const deps: Deps = {

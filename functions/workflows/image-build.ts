@@ -9,7 +9,10 @@ import {
   type EnvVar,
   exportedDigest,
   planBuild,
+  planManifestJob,
   planManifestList,
+  RUNNERS,
+  type Runner,
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
 import { readyReason, workflowRef } from '../commons/domain/resources.js';
@@ -18,9 +21,13 @@ import type { ImageBuild, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
 import { withEnrollment } from './enrollment.js';
+import { readJobResult } from './job-result.js';
 
 export type BuildStepEvent =
-  | { step: 'prepare'; ref: WorkflowRef }
+  /** `runner` is the definition's `${Runner}` substitution: where the jobs of this deployment run. */
+  | { step: 'prepare'; ref: WorkflowRef; runner?: Runner }
+  /** EKS runner: the result a job wrote (CodeBuild returns it with the build instead). */
+  | { step: 'job-result'; resultKey: string }
   | { step: 'manifest-plan'; ref: WorkflowRef; plan: BuildPlan; built: BuiltItem[] }
   | {
       step: 'complete';
@@ -44,7 +51,14 @@ async function load<T extends ImageBuild | Repository>(
   return (await deps.store.get(orgId, kind as 'ImageBuild', name)) as StoredResource<T> | undefined;
 }
 
-async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
+/** The runner the definition names; an unknown one is a deployment error, not a user's. */
+export function runnerOf(value: string | undefined): Runner {
+  const runner = (value ?? 'codebuild') as Runner;
+  if (!RUNNERS.includes(runner)) throw new Error(`unknown builder runner "${value}"`);
+  return runner;
+}
+
+async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<BuildPlan> {
   const build = await load<ImageBuild>(deps, ref.orgId, 'ImageBuild', ref.name);
   if (
     !build ||
@@ -94,7 +108,7 @@ async function prepare(deps: Deps, ref: WorkflowRef): Promise<BuildPlan> {
     if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
   }
   await Promise.all(Object.entries(files).map(([path, body]) => deps.objects.put(`${prefix}${path}`, body)));
-  const plan = planBuild(ref, build, source, destination, deps.settings);
+  const plan = planBuild(ref, build, source, destination, deps.settings, runner);
   const started = await transition(deps, ref, {
     reason: 'Building',
     message: `Building ${plan.builds.map((b) => b.arch).join(', ')}`,
@@ -173,9 +187,15 @@ async function ended(deps: Deps, e: Extract<BuildStepEvent, { step: 'ended' }>):
 export async function runBuildStep(deps: Deps, event: BuildStepEvent): Promise<unknown> {
   switch (event.step) {
     case 'prepare':
-      return prepare(deps, event.ref);
-    case 'manifest-plan':
-      return { env: planManifestList(event.plan, digestsOf(event.built)) satisfies EnvVar[] };
+      return prepare(deps, event.ref, runnerOf(event.runner));
+    case 'job-result':
+      return readJobResult(deps, event.resultKey);
+    case 'manifest-plan': {
+      const env = planManifestList(event.plan, digestsOf(event.built)) satisfies EnvVar[];
+      return event.plan.runner === 'eks'
+        ? { env, job: planManifestJob(event.ref, event.plan, env) }
+        : { env };
+    }
     case 'complete':
       return complete(deps, event);
     case 'fail':

@@ -2,16 +2,21 @@
 // in AWS and by the local runner locally.
 
 import { getDeps } from '../commons/config.js';
+import type { Runner } from '../commons/domain/build-plan.js';
 import { type ExportPlan, planExport } from '../commons/domain/export-run.js';
 import { readyReason } from '../commons/domain/resources.js';
 import { transition } from '../commons/domain/transitions.js';
 import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
-import { type ExecutionStatusChange, toStepEvent } from './image-build.js';
+import { type ExecutionStatusChange, runnerOf, toStepEvent } from './image-build.js';
+import { readJobResult } from './job-result.js';
 
 export type ExportStepEvent =
-  | { step: 'prepare'; ref: WorkflowRef }
+  /** `runner` is the definition's `${Runner}` substitution. */
+  | { step: 'prepare'; ref: WorkflowRef; runner?: Runner }
+  /** EKS runner: the result the export job wrote (sha256, size, amiId). */
+  | { step: 'job-result'; resultKey: string }
   | {
       step: 'publish';
       ref: WorkflowRef;
@@ -56,19 +61,26 @@ async function load(deps: Deps, ref: WorkflowRef): Promise<Loaded> {
   return { exp, build, registry };
 }
 
-async function prepare(deps: Deps, ref: WorkflowRef): Promise<ExportPlan> {
+async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<ExportPlan> {
   const { exp, build, registry } = await load(deps, ref);
   if (readyReason(exp.doc) !== 'Pending')
     throw new RunNotActiveError(`ImageExport "${ref.name}" is not Pending`);
   if (readyReason(build.doc) !== 'Completed') {
     throw new RunNotActiveError(`ImageBuild "${build.name}" is not Completed yet; the export waits for it`);
   }
-  const plan = planExport(ref, exp, build, registry, {
-    artifactBucket: deps.objects.bucket,
-    region: process.env.AWS_REGION ?? 'us-east-1',
-    buildTimeoutSeconds: deps.settings.buildTimeoutSeconds,
-    heartbeatSeconds: deps.settings.heartbeatSeconds,
-  });
+  const plan = planExport(
+    ref,
+    exp,
+    build,
+    registry,
+    {
+      artifactBucket: deps.objects.bucket,
+      region: process.env.AWS_REGION ?? 'us-east-1',
+      buildTimeoutSeconds: deps.settings.buildTimeoutSeconds,
+      heartbeatSeconds: deps.settings.heartbeatSeconds,
+    },
+    runner,
+  );
   const started = await transition(deps, ref, {
     reason: 'Converting',
     message: `Converting ${build.doc.status?.imageReference ?? build.name} to ${plan.format} (${plan.arch})`,
@@ -136,7 +148,9 @@ export async function runExportStep(
 ): Promise<unknown> {
   switch (event.step) {
     case 'prepare':
-      return prepare(deps, event.ref);
+      return prepare(deps, event.ref, runnerOf(event.runner));
+    case 'job-result':
+      return readJobResult(deps, event.resultKey);
     case 'publish':
       return publish(deps, event, push);
     case 'fail':

@@ -21,6 +21,7 @@ import { Construct } from 'constructs';
 import type { BuilderComputeType } from '../imagebuilder.js';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
 import type { DataStore } from './data.js';
+import type { EksRunner } from './eks-runner.js';
 import type { ServiceEvents } from './events.js';
 import type { ImageExportWorkflow } from './export-workflow.js';
 import { acknowledgeWildcardResource } from './nag.js';
@@ -399,6 +400,8 @@ export interface ImageBuildWorkflowProps {
   readonly logRetention: logs.RetentionDays;
   readonly flightctlSecretArn?: string;
   readonly agentRepoUrl?: string;
+  /** Run the jobs as Kubernetes Jobs on this EKS runner instead of on the Builders' CodeBuild projects. */
+  readonly eks?: EksRunner;
   /** Exports waiting for a build are started by its step handler (and by the reconciler's sweep). */
   readonly exportWorkflow?: ImageExportWorkflow;
 }
@@ -463,6 +466,7 @@ export class ImageBuildWorkflow extends Construct {
       events: props.events,
       logRetention: props.logRetention,
       what: 'Image build',
+      ...(props.eks ? { eks: props.eks } : {}),
     });
     this.logGroup = machine.logGroup;
     this.stateMachine = machine.stateMachine;

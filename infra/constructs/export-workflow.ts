@@ -21,6 +21,7 @@ import {
   grantRepositoryPasswordsRead,
 } from './build-workflow.js';
 import type { DataStore } from './data.js';
+import type { EksRunner } from './eks-runner.js';
 import type { ServiceEvents } from './events.js';
 import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
@@ -198,6 +199,8 @@ export interface ImageExportWorkflowProps {
   readonly environment: Record<string, string>;
   readonly timeoutMinutes: number;
   readonly logRetention: logs.RetentionDays;
+  /** Run the jobs as Kubernetes Jobs on this EKS runner instead of on the Builders' CodeBuild projects. */
+  readonly eks?: EksRunner;
 }
 
 export class ImageExportWorkflow extends Construct {
@@ -247,6 +250,7 @@ export class ImageExportWorkflow extends Construct {
       events: props.events,
       logRetention: props.logRetention,
       what: 'Image export',
+      ...(props.eks ? { eks: props.eks } : {}),
     });
     this.logGroup = machine.logGroup;
     this.stateMachine = machine.stateMachine;

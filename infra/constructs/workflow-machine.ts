@@ -12,6 +12,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 import type { ApiFunction } from './api-function.js';
 import type { Builders } from './build-workflow.js';
+import { type EksRunner, UNUSED_EKS_SUBSTITUTIONS } from './eks-runner.js';
 import { type ServiceEvents, TARGET_RETRY } from './events.js';
 import { acknowledgeWildcardResource } from './nag.js';
 
@@ -27,6 +28,8 @@ export interface WorkflowMachineProps {
   readonly logRetention: logs.RetentionDays;
   /** "Image build", "Image export": names the rule. */
   readonly what: string;
+  /** The EKS runner, when jobs run there (`${Runner}` = eks); else they run on the Builders' projects. */
+  readonly eks?: EksRunner;
 }
 
 export interface WorkflowMachine {
@@ -50,11 +53,14 @@ export function workflowMachine(scope: Construct, props: WorkflowMachineProps): 
     stateMachineName: props.stateMachineName,
     stateMachineType: sfn.StateMachineType.STANDARD,
     definitionBody: sfn.DefinitionBody.fromFile(props.definitionFile),
+    // One definition for both runners: `${Runner}` routes each job to its CodeBuild or its runJob state.
     definitionSubstitutions: {
       [props.stepPlaceholder]: step.function.functionArn,
       BuildProjectX86_64: props.builders.x86_64.projectName,
       BuildProjectAarch64: props.builders.aarch64.projectName,
       BuilderLogGroupName: props.builders.logGroup.logGroupName,
+      Runner: props.eks ? 'eks' : 'codebuild',
+      ...(props.eks ? props.eks.substitutions : UNUSED_EKS_SUBSTITUTIONS),
     },
     // Execution data stays out of the log: inputs and states name repositories and secret ARNs.
     logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
@@ -65,20 +71,25 @@ export function workflowMachine(scope: Construct, props: WorkflowMachineProps): 
   machineRole.addToPrincipalPolicy(
     new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [step.function.functionArn] }),
   );
-  props.builders.grantRunBuilds(machineRole);
-  // `codebuild:startBuild.sync` follows the build through a rule that Step Functions manages.
-  machineRole.addToPrincipalPolicy(
-    new iam.PolicyStatement({
-      actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
-      resources: [
-        stack.formatArn({
-          service: 'events',
-          resource: 'rule',
-          resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
-        }),
-      ],
-    }),
-  );
+  // Only the runner this deployment uses: the other's states are never entered.
+  if (props.eks) {
+    props.eks.grantRunJobs(machineRole, props.stepPlaceholder.replace(/FunctionArn$/, ''));
+  } else {
+    props.builders.grantRunBuilds(machineRole);
+    // `codebuild:startBuild.sync` follows the build through a rule that Step Functions manages.
+    machineRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+        resources: [
+          stack.formatArn({
+            service: 'events',
+            resource: 'rule',
+            resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
+          }),
+        ],
+      }),
+    );
+  }
   Validations.of(machineRole).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',
     reason:

@@ -10,6 +10,7 @@ import {
   IMAGE_BUILD_ASL,
   MAX_INLINE_BUILDSPEC_LENGTH,
 } from '../../infra/constructs/build-workflow.js';
+import { UNUSED_EKS_SUBSTITUTIONS } from '../../infra/constructs/eks-runner.js';
 import {
   asArray,
   flat,
@@ -195,6 +196,17 @@ describe('build workflow in AWS', () => {
       'BuildProjectX86_64',
       'BuildStepFunctionArn',
       'BuilderLogGroupName',
+      'BuilderScriptUrl',
+      'CommonScriptUrl',
+      'EksBuilderImage',
+      'EksCertificateAuthority',
+      'EksClusterName',
+      'EksEndpoint',
+      'EksJobScriptUrl',
+      'EksNamespace',
+      'EksServiceAccount',
+      'ExporterScriptUrl',
+      'Runner',
     ]);
     const p = s.resources[machine]?.Properties as Record<string, any>;
     const substitutions = p.DefinitionSubstitutions as Record<string, unknown>;
@@ -202,11 +214,15 @@ describe('build workflow in AWS', () => {
     // Each names the resource it should.
     const x86 = idOf(s.resources, 'AWS::CodeBuild::Project', /X8664/);
     const arm = idOf(s.resources, 'AWS::CodeBuild::Project', /Aarch64/);
+    // The EKS runner's placeholders hold inert values: with runner codebuild its states are never entered
+    // (test/infra/eks-runner.test.ts covers runner eks).
     expect(substitutions).toEqual({
       BuildStepFunctionArn: { 'Fn::GetAtt': [stepsFunction, 'Arn'] },
       BuildProjectX86_64: { Ref: x86 },
       BuildProjectAarch64: { Ref: arm },
       BuilderLogGroupName: { Ref: builderLogs },
+      Runner: 'codebuild',
+      ...UNUSED_EKS_SUBSTITUTIONS,
     });
     // Substituted as Step Functions does, the definition is valid JSON with no placeholder left.
     const rendered = asl.replace(/\$\{(\w+)\}/g, (_, key: string) =>

@@ -1,6 +1,8 @@
 // What a build run does, as data: the builder environment of each architecture (CodeBuild's
 // EnvironmentVariablesOverride shape, also used by the local runner) and of the manifest list. Secrets
-// appear only as references (Type SECRETS_MANAGER), resolved by CodeBuild or the local runner.
+// appear only as references (Type SECRETS_MANAGER), resolved by CodeBuild or the local runner. With the
+// EKS runner each job also gets a Kubernetes Job's view of the same environment (`job`), in which a
+// secret is only its ARN (`<NAME>_SECRET_ARN`), resolved inside the pod (functions/builder/eks-job.sh).
 import type { StoredResource, WorkflowRef } from '../ports.js';
 import type { Architecture, ImageBuild, Repository } from './types.js';
 
@@ -10,18 +12,48 @@ export interface EnvVar {
   Type: 'PLAINTEXT' | 'SECRETS_MANAGER';
 }
 
+/** Where builder jobs run: privileged CodeBuild projects, or Kubernetes Jobs on an EKS cluster. */
+export type Runner = 'codebuild' | 'eks';
+export const RUNNERS: readonly Runner[] = ['codebuild', 'eks'];
+
+/** A Kubernetes container environment variable. */
+export interface JobEnvVar {
+  name: string;
+  value: string;
+}
+
+/** What a Kubernetes Job of the EKS runner needs besides the manifest in the ASL file. */
+export interface JobPlan {
+  /** The Job's name (a DNS label, unique per run and part). */
+  name: string;
+  /** activeDeadlineSeconds: the build timeout. */
+  timeoutSeconds: number;
+  env: JobEnvVar[];
+  /** Object key the job writes its result to (`{"exported":[{Name,Value}]}`), read by the job-result step. */
+  resultKey: string;
+}
+
 export interface BuildItem {
   arch: Architecture;
   pushRef: string;
   /** CodeBuild's build timeout (5–2160 minutes); the local stand-in uses the settings' seconds. */
   timeoutMinutes: number;
   env: EnvVar[];
+  /** Routes the item in the state machine (ChooseProject). */
+  runner: Runner;
+  /** Builder log stream (prefix) of this job: names the run, so a heartbeat finds its resource. */
+  logStream: string;
+  /** Present with the EKS runner. */
+  job?: JobPlan;
 }
 
 export interface BuildPlan {
   contextPrefix: string;
   destination: string;
   multiArch: boolean;
+  runner: Runner;
+  /** Log stream of the manifest-list job. */
+  manifestLogStream: string;
   builds: BuildItem[];
 }
 
@@ -37,6 +69,87 @@ export const caPath = (side: 'SOURCE' | 'DEST') => `.ib-registry/${side.toLowerC
 export const contextPrefix = (ref: WorkflowRef) => `contexts/${ref.orgId}/${ref.uid}-${ref.generation}/`;
 
 const plain = (Name: string, Value: string): EnvVar => ({ Name, Value, Type: 'PLAINTEXT' });
+
+/**
+ * Log stream (CodeBuild appends `/<build id>`) of one job of a run: `<uid>-<generation>/<part>/<kind>/
+ * <org, URI-encoded>/<name>`. It starts with the execution name, which is what the log API filters on,
+ * and names the resource, so the heartbeat handler needs no lookup. The org is URI-encoded because org
+ * ids may hold `:`, which CloudWatch Logs does not allow in stream names.
+ */
+export const logStreamName = (ref: WorkflowRef, part: string): string =>
+  `${ref.uid}-${ref.generation}/${part}/${ref.kind}/${encodeURIComponent(ref.orgId)}/${ref.name}`;
+
+const LOG_STREAM = /^([0-9A-Za-z-]+)-(\d+)\/[^/]+\/(ImageBuild|ImageExport)\/([^/]+)\/([^/]+)(?:\/.*)?$/;
+
+/** The run a builder log stream belongs to (logStreamName's inverse); undefined for other streams. */
+export function runOfLogStream(stream: string): WorkflowRef | undefined {
+  const m = LOG_STREAM.exec(stream);
+  if (!m) return undefined;
+  let orgId: string;
+  try {
+    orgId = decodeURIComponent(m[4] as string);
+  } catch {
+    return undefined;
+  }
+  return {
+    uid: m[1] as string,
+    generation: Number(m[2]),
+    kind: m[3] as WorkflowRef['kind'],
+    orgId,
+    name: m[5] as string,
+  };
+}
+
+/** Kubernetes' name for an architecture (the `kubernetes.io/arch` node label). */
+export const k8sArch = (arch: string): string => (arch === 'aarch64' ? 'arm64' : 'amd64');
+
+/** Suffix of a job variable that carries a secret's ARN instead of the secret. */
+export const SECRET_ARN_SUFFIX = '_SECRET_ARN';
+
+/**
+ * The job's environment: plain values as they are; a SECRETS_MANAGER reference becomes
+ * `<NAME>_SECRET_ARN=<arn>`, which the pod resolves with its own role: no secret is in the Job spec.
+ */
+export function jobEnv(env: EnvVar[]): JobEnvVar[] {
+  return env.map((v) =>
+    v.Type === 'SECRETS_MANAGER'
+      ? { name: `${v.Name}${SECRET_ARN_SUFFIX}`, value: v.Value }
+      : { name: v.Name, value: v.Value },
+  );
+}
+
+/** jobEnv's inverse (the local stand-in of a Job resolves the references as CodeBuild would). */
+export function envOfJob(env: JobEnvVar[]): EnvVar[] {
+  return env.map((v) =>
+    v.name.endsWith(SECRET_ARN_SUFFIX)
+      ? { Name: v.name.slice(0, -SECRET_ARN_SUFFIX.length), Value: v.value, Type: 'SECRETS_MANAGER' }
+      : plain(v.name, v.value),
+  );
+}
+
+/** A Kubernetes Job name: `<prefix>-<uid>-<generation>-<part>`, lowercase, at most 63 characters. */
+export function jobName(prefix: string, ref: WorkflowRef, part: string): string {
+  const name = `${prefix}-${ref.uid}-${ref.generation}-${part}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  return name.slice(0, 63).replace(/-+$/, '');
+}
+
+export function jobPlan(
+  name: string,
+  env: EnvVar[],
+  timeoutMinutes: number,
+  bucket: string,
+  resultKey: string,
+): JobPlan {
+  return {
+    name,
+    timeoutSeconds: timeoutMinutes * 60,
+    env: [...jobEnv(env), { name: 'IB_RESULT_URI', value: `s3://${bucket}/${resultKey}` }],
+    resultKey,
+  };
+}
+
+/** Where a build job of the EKS runner leaves its result (removed with the context at the end). */
+export const buildResultKey = (ref: WorkflowRef, part: string) => `${contextPrefix(ref)}results/${part}.json`;
 
 export function registryEnv(side: 'SOURCE' | 'DEST', repo: StoredResource<Repository>): EnvVar[] {
   const spec = repo.doc.spec;
@@ -58,6 +171,7 @@ export function planBuild(
   source: StoredResource<Repository>,
   destination: StoredResource<Repository>,
   settings: PlanSettings,
+  runner: Runner = 'codebuild',
 ): BuildPlan {
   const spec = build.doc.spec;
   const archs = spec.architectures ?? ['x86_64'];
@@ -72,24 +186,41 @@ export function planBuild(
     ...registryEnv('SOURCE', source),
     ...registryEnv('DEST', destination),
   ];
+  const timeoutMinutes = Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60)));
   return {
     contextPrefix: prefix,
     destination: destinationRef,
     multiArch,
+    runner,
+    manifestLogStream: logStreamName(ref, 'manifest'),
     builds: archs.map((arch) => {
       // One architecture pushes the final tag; several push one tag each, joined by the manifest list.
       const pushRef = multiArch ? `${destinationRef}-${arch}` : destinationRef;
+      const env = [
+        ...common,
+        plain('IB_MODE', 'build'),
+        plain('IB_ARCH', arch),
+        plain('IB_PUSH_REF', pushRef),
+        plain('IB_CACHE_REPO', `${destRepo}/buildcache`),
+      ];
       return {
         arch,
         pushRef,
-        timeoutMinutes: Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60))),
-        env: [
-          ...common,
-          plain('IB_MODE', 'build'),
-          plain('IB_ARCH', arch),
-          plain('IB_PUSH_REF', pushRef),
-          plain('IB_CACHE_REPO', `${destRepo}/buildcache`),
-        ],
+        timeoutMinutes,
+        env,
+        runner,
+        logStream: logStreamName(ref, arch),
+        ...(runner === 'eks'
+          ? {
+              job: jobPlan(
+                jobName('ib', ref, k8sArch(arch)),
+                env,
+                timeoutMinutes,
+                settings.contextBucket,
+                buildResultKey(ref, arch),
+              ),
+            }
+          : {}),
       };
     }),
   };
@@ -113,4 +244,17 @@ export function planManifestList(plan: BuildPlan, digests: Record<string, string
     plain('IB_PUSH_REF', plan.destination),
     plain('IB_MANIFEST_SOURCES', plan.builds.map((b) => `${repo}@${digests[b.arch]}`).join(' ')),
   ];
+}
+
+/** The manifest-list job of the EKS runner (it runs on an amd64 node, like the x86_64 project). */
+export function planManifestJob(ref: WorkflowRef, plan: BuildPlan, env: EnvVar[]): JobPlan {
+  const bucket = env.find((v) => v.Name === 'IB_CONTEXT_BUCKET')?.Value ?? '';
+  const timeoutMinutes = plan.builds[0]?.timeoutMinutes ?? 60;
+  return jobPlan(
+    jobName('ib', ref, 'manifest'),
+    env,
+    timeoutMinutes,
+    bucket,
+    buildResultKey(ref, 'manifest'),
+  );
 }

@@ -1,7 +1,16 @@
 // What an export run does, as data: the exporter's environment (CodeBuild's EnvironmentVariablesOverride
 // shape, also used by the local runner), where the disk image goes and what it is called.
 import type { StoredResource, WorkflowRef } from '../ports.js';
-import { type EnvVar, registryEnv } from './build-plan.js';
+import {
+  type EnvVar,
+  type JobPlan,
+  jobName,
+  jobPlan,
+  k8sArch,
+  logStreamName,
+  type Runner,
+  registryEnv,
+} from './build-plan.js';
 import { artifactFor, bibArguments, bibConfigToml } from './export-plan.js';
 import type { ImageBuild, ImageExport, Repository } from './types.js';
 
@@ -17,6 +26,12 @@ export interface ExportPlan {
   contentType: string;
   timeoutMinutes: number;
   env: EnvVar[];
+  /** Routes the conversion in the state machine (ChooseProject). */
+  runner: Runner;
+  /** The exporter's log stream (prefix): names the run, so a heartbeat finds its resource. */
+  logStream: string;
+  /** Present with the EKS runner. */
+  job?: JobPlan;
 }
 
 export const artifactPrefix = (ref: WorkflowRef) => `artifacts/${ref.orgId}/${ref.uid}-${ref.generation}/`;
@@ -29,6 +44,7 @@ export function planExport(
   build: StoredResource<ImageBuild>,
   registry: StoredResource<Repository>,
   settings: { artifactBucket: string; region: string; buildTimeoutSeconds: number; heartbeatSeconds: number },
+  runner: Runner = 'codebuild',
 ): ExportPlan {
   const arch = exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
   const digest = build.doc.status?.architectures?.[arch]?.digest ?? build.doc.status?.manifestDigest ?? '';
@@ -55,6 +71,21 @@ export function planExport(
         }
       : {}),
   });
+  const timeoutMinutes = Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60)));
+  const env: EnvVar[] = [
+    plain('IB_JOB', 'export'),
+    plain('IB_IMAGE_REF', imageRef),
+    plain('IB_ARCH', arch),
+    plain('IB_FORMAT', format),
+    plain('IB_ARTIFACT_BUCKET', settings.artifactBucket),
+    plain('IB_ARTIFACT_KEY', artifactKey),
+    plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
+    plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
+    plain('IB_BIB_CONFIG', bibConfigToml(build.doc.spec)),
+    plain('IB_HEARTBEAT_SECONDS', String(settings.heartbeatSeconds)),
+    // No build context here to carry a CA file: custom CAs reach exports with the export issue's CDK.
+    ...registryEnv('SOURCE', registry).filter((v) => v.Name !== 'IB_SOURCE_CA_FILE'),
+  ];
   return {
     arch,
     format,
@@ -62,20 +93,23 @@ export function planExport(
     artifactKey,
     fileName,
     contentType: artifact.contentType,
-    timeoutMinutes: Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60))),
-    env: [
-      plain('IB_JOB', 'export'),
-      plain('IB_IMAGE_REF', imageRef),
-      plain('IB_ARCH', arch),
-      plain('IB_FORMAT', format),
-      plain('IB_ARTIFACT_BUCKET', settings.artifactBucket),
-      plain('IB_ARTIFACT_KEY', artifactKey),
-      plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
-      plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
-      plain('IB_BIB_CONFIG', bibConfigToml(build.doc.spec)),
-      plain('IB_HEARTBEAT_SECONDS', String(settings.heartbeatSeconds)),
-      // No build context here to carry a CA file: custom CAs reach exports with the export issue's CDK.
-      ...registryEnv('SOURCE', registry).filter((v) => v.Name !== 'IB_SOURCE_CA_FILE'),
-    ],
+    timeoutMinutes,
+    env,
+    runner,
+    logStream: logStreamName(ref, arch),
+    ...(runner === 'eks'
+      ? {
+          job: jobPlan(
+            jobName('ie', ref, k8sArch(arch)),
+            env,
+            timeoutMinutes,
+            settings.artifactBucket,
+            exportResultKey(ref),
+          ),
+        }
+      : {}),
   };
 }
+
+/** Where an export job of the EKS runner leaves its result (beside the disk image, same lifetime). */
+export const exportResultKey = (ref: WorkflowRef) => `${artifactPrefix(ref)}result.json`;
