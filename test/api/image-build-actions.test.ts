@@ -1,11 +1,13 @@
 // cancel, PATCH (merge patch of labels/annotations with the cancel/retry annotations), newversion and
-// the log endpoint, through the local gateway with the workflows port observed.
+// the log endpoint, and DELETE of a build whose runs outlast its wait, through the local gateway with the
+// workflows port observed (a recording double: runs end only when the test says so).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workflowRef } from '../../functions/commons/domain/image-builds.js';
 import { transition } from '../../functions/commons/domain/transitions.js';
 import {
   type Client,
   imageBuild,
+  imageExport,
   seedRepositories,
   startTestStack,
   type TestStack,
@@ -22,8 +24,8 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-async function setReason(name: string, reason: string) {
-  const item = await stack.deps.store.get('org-a', 'ImageBuild', name);
+async function setReason(name: string, reason: string, kind: 'ImageBuild' | 'ImageExport' = 'ImageBuild') {
+  const item = await stack.deps.store.get('org-a', kind, name);
   if (!item) throw new Error(name);
   await transition(stack.deps, workflowRef(item), { reason, message: reason });
 }
@@ -164,5 +166,50 @@ describe('log', () => {
     expect((await installer.req('GET', '/api/v1/imagebuilds/logged/log')).status).toBe(403);
     const viewer = await stack.as('org-a', ['viewer']);
     expect((await viewer.req('GET', '/api/v1/imagebuilds/logged/log')).status).toBe(200);
+  });
+});
+
+describe('DELETE of a build whose runs outlast the wait', () => {
+  it('answers 200 saying the deletion continues; the build goes only after its last export has ended and gone', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('slow'));
+    await setReason('slow', 'Building');
+    await admin.req('POST', '/api/v1/imageexports', imageExport('slow-disk', 'slow'));
+    await setReason('slow-disk', 'Converting', 'ImageExport'); // as if it ran (a test of the store only)
+    const active = (await admin.req('GET', '/api/v1/quota')).body.usage.activeBuilds;
+    stack.deps.settings.deleteWaitSeconds = 0.5;
+    try {
+      const stopsBefore = stack.workflows.stops.length;
+      const del = await admin.req('DELETE', '/api/v1/imagebuilds/slow');
+      expect(del.status).toBe(200);
+      expect(del.body).toMatchObject({
+        kind: 'Status',
+        status: 'Success',
+        message:
+          'ImageBuild "slow" is being deleted: ImageExport/slow-disk, ImageBuild/slow still stopping; they and the build are deleted when their runs end',
+      });
+      expect(
+        stack.workflows.stops.slice(stopsBefore).map((s) => `${s.ref.kind}/${s.ref.name}: ${s.reason}`),
+      ).toEqual([
+        'ImageExport/slow-disk: ImageBuild "slow" deleted',
+        'ImageBuild/slow: ImageBuild "slow" deleted',
+      ]);
+      const build = (await admin.req('GET', '/api/v1/imagebuilds/slow')).body;
+      expect(build.metadata.deletionTimestamp).toBeTruthy();
+      expect(build.status.conditions[0].reason).toBe('Canceling');
+
+      // The build's run ends first: it stays, marked, while its export is still there.
+      await setReason('slow', 'Canceled');
+      const ended = await admin.req('GET', '/api/v1/imagebuilds/slow');
+      expect(ended.status).toBe(200);
+      expect(ended.body.status.conditions[0].reason).toBe('Canceled');
+      expect((await admin.req('GET', '/api/v1/quota')).body.usage.activeBuilds).toBe(active - 1);
+      // Then the export's: it goes, and the build with it.
+      await setReason('slow-disk', 'Canceled', 'ImageExport');
+      expect((await admin.req('GET', '/api/v1/imageexports/slow-disk')).status).toBe(404);
+      expect((await admin.req('GET', '/api/v1/imagebuilds/slow')).status).toBe(404);
+      expect((await admin.req('GET', '/api/v1/quota')).body.usage.activeBuilds).toBe(active - 1);
+    } finally {
+      delete stack.deps.settings.deleteWaitSeconds;
+    }
   });
 });
