@@ -28,6 +28,7 @@ export const CONTEXT_KEYS = [
   'eksNamespace',
   'eksServiceAccount',
   'eksBuilderImage',
+  'heartbeatTimeoutSeconds',
 ] as const;
 
 /** Context keys whose value is a plain string, passed through to the props of the same name. */
@@ -62,6 +63,7 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
   const burstLimit = number('throttlingBurstLimit');
   const buildTimeoutMinutes = number('buildTimeoutMinutes');
   const artifactRetentionDays = number('artifactRetentionDays');
+  const heartbeatTimeoutSeconds = number('heartbeatTimeoutSeconds');
   const rawCreateVmImportRole = get('createVmImportRole');
   let createVmImportRole: boolean | undefined;
   if (rawCreateVmImportRole === true || rawCreateVmImportRole === 'true') createVmImportRole = true;
@@ -120,6 +122,7 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
     },
     ...(buildTimeoutMinutes !== undefined ? { buildTimeoutMinutes } : {}),
     ...(artifactRetentionDays !== undefined ? { artifactRetentionDays } : {}),
+    ...(heartbeatTimeoutSeconds !== undefined ? { heartbeatTimeoutSeconds } : {}),
     ...(createVmImportRole !== undefined ? { createVmImportRole } : {}),
     ...(strings as Pick<ImageBuilderProps, (typeof STRING_KEYS)[number]>),
     ...(Object.keys(eks).length ? { eks: eks as unknown as EksRunnerSettings } : {}),

@@ -89,6 +89,11 @@ export interface ImageBuilderProps {
   readonly runner?: Runner;
   /** The cluster of the `eks` runner. */
   readonly eks?: EksRunnerSettings;
+  /**
+   * A run whose builder sends no heartbeat for this long (seconds, at least 120) ends Failed "timed
+   * out". @default 600
+   */
+  readonly heartbeatTimeoutSeconds?: number;
 }
 
 export const BUILDER_COMPUTE_TYPES = [
@@ -206,6 +211,12 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
   }
   if (props.createVmImportRole !== undefined && typeof props.createVmImportRole !== 'boolean') {
     problems.push(`createVmImportRole ${JSON.stringify(props.createVmImportRole)} must be true or false`);
+  }
+  const heartbeat = props.heartbeatTimeoutSeconds;
+  if (heartbeat !== undefined && !(Number.isInteger(heartbeat) && heartbeat >= 120 && heartbeat <= 86_400)) {
+    problems.push(
+      `heartbeatTimeoutSeconds ${JSON.stringify(heartbeat)} must be an integer from 120 to 86400`,
+    );
   }
   problems.push(...runnerProblems(props));
   if (problems.length > 0) {
@@ -375,6 +386,9 @@ export class ImageBuilder extends Construct {
       logRetention,
       exportWorkflow: this.exportWorkflow,
       ...eks,
+      ...(props.heartbeatTimeoutSeconds !== undefined
+        ? { heartbeatTimeoutSeconds: props.heartbeatTimeoutSeconds }
+        : {}),
       ...(props.flightctlSecretArn ? { flightctlSecretArn: props.flightctlSecretArn } : {}),
       ...(props.agentRepoUrl ? { agentRepoUrl: props.agentRepoUrl } : {}),
     });

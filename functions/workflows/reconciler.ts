@@ -2,9 +2,12 @@
 // process dies between the two, nothing would ever run it. The reconciler (a scheduled sweep in AWS,
 // a timer in the local stack) starts executions for runs Pending longer than a grace period. Execution
 // names derive from uid and generation, so starting one that already runs is harmless.
+// In AWS it also fails runs whose builder went silent (no heartbeat for the heartbeat timeout): the
+// local stack's CodeBuild stand-in watches its builder itself, CodeBuild and Kubernetes do not.
 import { getDeps } from '../commons/config.js';
 import { workflowRef } from '../commons/domain/image-builds.js';
 import { readyReason } from '../commons/domain/resources.js';
+import { settleWaitingExports, transition } from '../commons/domain/transitions.js';
 import type { ImageExport } from '../commons/domain/types.js';
 import type { Deps, StoredResource } from '../commons/ports.js';
 
@@ -46,5 +49,74 @@ async function buildCompleted(deps: Deps, exp: StoredResource): Promise<boolean>
   return Boolean(build && readyReason(build.doc) === 'Completed');
 }
 
-/** Scheduled in AWS (EventBridge Scheduler, every minute). */
-export const handler = () => reconcilePending(getDeps(), { graceSeconds: 60 });
+export interface SilenceOptions {
+  /** A run whose builder sent nothing for this long is failed. */
+  heartbeatTimeoutSeconds: number;
+  limit?: number;
+  now?: Date;
+}
+
+/**
+ * The reasons during which a builder job runs and sends heartbeats. Not an export's Pushing: that is
+ * the export step's own Lambda (bounded by its timeout and the state machine's Catch), no builder.
+ */
+const SILENCE_WATCHED: readonly ['ImageBuild' | 'ImageExport', string][] = [
+  ['ImageBuild', 'Building'],
+  ['ImageBuild', 'Pushing'],
+  ['ImageExport', 'Converting'],
+];
+
+/**
+ * Fails runs whose builder sent no heartbeat (status.lastSeen, set by every transition and every
+ * heartbeat) for longer than the heartbeat timeout, and stops their executions. Failed is recorded
+ * first, conditional on the run still being where the sweep saw it: a run that moved on meanwhile is
+ * left alone, and the execution's ABORTED end, recorded after the stop, can no longer turn the run into
+ * Canceled. One transition, so one event, per run.
+ */
+export async function reconcileSilent(deps: Deps, opts: SilenceOptions): Promise<{ timedOut: string[] }> {
+  const now = (opts.now ?? new Date()).getTime();
+  const cutoff = new Date(now - opts.heartbeatTimeoutSeconds * 1000).toISOString();
+  const timedOut: string[] = [];
+  for (const [kind, reason] of SILENCE_WATCHED) {
+    // Entered the reason before the cutoff: one that entered later has been seen since (the transition).
+    for (const item of await deps.store.listInReason(kind, reason, cutoff, opts.limit ?? 100)) {
+      const status = (item.doc as { status?: { lastSeen?: string; startTime?: string } }).status;
+      const lastSeen = status?.lastSeen ?? status?.startTime ?? cutoff;
+      if (lastSeen >= cutoff) continue;
+      const ref = workflowRef(item);
+      const silentFor = Math.round((now - Date.parse(lastSeen)) / 1000);
+      const message = `timed out: no heartbeat from the builder for ${silentFor} s`;
+      try {
+        const failed = await transition(deps, ref, { reason: 'Failed', message, from: [reason] });
+        if (!failed) continue;
+        timedOut.push(`${item.orgId}/${kind}/${item.name}`);
+        if (kind === 'ImageBuild') await settleWaitingExports(deps, ref, 'Failed');
+        await deps.workflows.stop(ref, message);
+      } catch (err) {
+        deps.logger.error('reconciler could not time out a silent run', {
+          kind,
+          name: item.name,
+          error: (err as Error).message,
+        });
+      }
+    }
+  }
+  if (timedOut.length) deps.logger.info('reconciler timed out silent runs', { timedOut });
+  return { timedOut };
+}
+
+/** The heartbeat timeout of this deployment (HEARTBEAT_TIMEOUT_SECONDS, at least 120 s). */
+export function heartbeatTimeoutSeconds(deps: Deps, env = process.env): number {
+  const configured = Number(env.HEARTBEAT_TIMEOUT_SECONDS);
+  return Number.isFinite(configured) && configured > 0
+    ? Math.max(120, configured)
+    : Math.max(120, deps.settings.heartbeatSeconds * 4);
+}
+
+/** Scheduled in AWS (an EventBridge rule, every 2 minutes). */
+export const handler = async () => {
+  const deps = getDeps();
+  const pending = await reconcilePending(deps, { graceSeconds: 60 });
+  const silent = await reconcileSilent(deps, { heartbeatTimeoutSeconds: heartbeatTimeoutSeconds(deps) });
+  return { ...pending, ...silent };
+};

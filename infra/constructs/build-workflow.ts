@@ -3,8 +3,9 @@
 //   Builders           the builders' log group and two privileged CodeBuild projects (x86_64, aarch64)
 //                      running functions/builder/build-image.sh
 //   ImageBuildWorkflow the step handler, the state machine of statemachines/image-build.asl.json, the
-//                      rule that records executions ending outside the definition, and the sweep that
-//                      starts runs a crash left Pending
+//                      rule that records executions ending outside the definition, the sweep that
+//                      starts runs a crash left Pending and fails runs whose builder went silent, and
+//                      the heartbeat handler fed by a subscription filter on the builders' log group
 import * as path from 'node:path';
 import { ArnFormat, Duration, Stack, Validations } from 'aws-cdk-lib';
 import * as codebuild from 'aws-cdk-lib/aws-codebuild';
@@ -12,6 +13,7 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as logsDestinations from 'aws-cdk-lib/aws-logs-destinations';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -39,6 +41,14 @@ export const CONTEXT_PREFIX = 'contexts/';
 export const ARTIFACT_PREFIX = 'artifacts/';
 export const DEFAULT_ARTIFACT_RETENTION_DAYS = 30;
 export const BUILD_HEARTBEAT_SECONDS = 30;
+/**
+ * No heartbeat for this long → the run is Failed "timed out". Far above 4 heartbeats: in the cloud the
+ * builder script starts only after CodeBuild (or Kubernetes) provisioned the job and installed its tools,
+ * minutes in which nothing beats; the run's own timeout still bounds everything.
+ */
+export const DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 600;
+/** The filter pattern of the builders' heartbeat lines (`[heartbeat] <time>`, functions/builder/common.sh). */
+export const HEARTBEAT_FILTER_PATTERN = '"[heartbeat]"';
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -404,6 +414,8 @@ export interface ImageBuildWorkflowProps {
   readonly eks?: EksRunner;
   /** Exports waiting for a build are started by its step handler (and by the reconciler's sweep). */
   readonly exportWorkflow?: ImageExportWorkflow;
+  /** No heartbeat for this long → Failed "timed out" (the reconciler's sweep). @default 600 */
+  readonly heartbeatTimeoutSeconds?: number;
 }
 
 export class ImageBuildWorkflow extends Construct {
@@ -415,8 +427,12 @@ export class ImageBuildWorkflow extends Construct {
   readonly logGroup: logs.LogGroup;
   /** Executions that end ABORTED, TIMED_OUT or FAILED → the step handler (`ended`). */
   readonly executionEndedRule: events.Rule;
-  /** Starts runs left Pending (functions/workflows/reconciler.ts). */
+  /** Starts runs left Pending, fails silent ones (functions/workflows/reconciler.ts). */
   readonly reconciler: ApiFunction;
+  /** Records the builders' heartbeats as lastSeen (functions/workflows/heartbeat.ts). */
+  readonly heartbeat: ApiFunction;
+  /** Feeds the heartbeat handler the `[heartbeat]` lines of the builders' log group. */
+  readonly heartbeatFilter: logs.SubscriptionFilter;
 
   constructor(scope: Construct, id: string, props: ImageBuildWorkflowProps) {
     super(scope, id);
@@ -475,22 +491,46 @@ export class ImageBuildWorkflow extends Construct {
     // The dispatch safety net: a crash between the API's table write and StartExecution leaves a run
     // Pending; this sweep starts it (execution names derive from uid and generation, so a run that
     // already started is not started twice).
+    // It also fails runs whose builder sent no heartbeat for the heartbeat timeout, and stops them.
     this.reconciler = new ApiFunction(this, 'Reconciler', {
       entry: 'functions/workflows/reconciler.ts',
-      description: 'ImageBuilder workflow: starts runs left Pending',
+      description: 'ImageBuilder workflow: starts runs left Pending, fails runs whose builder went silent',
       timeout: Duration.seconds(60),
       logRetention: props.logRetention,
       environment: {
         ...props.environment,
         IMAGE_BUILD_STATE_MACHINE_ARN: this.stateMachine.stateMachineArn,
         ...exportMachineEnv,
+        EVENT_BUS_NAME: props.events.busName,
+        BUILD_CONTEXT_BUCKET: props.contextStore.bucketName,
+        BUILD_HEARTBEAT_SECONDS: String(BUILD_HEARTBEAT_SECONDS),
+        HEARTBEAT_TIMEOUT_SECONDS: String(props.heartbeatTimeoutSeconds ?? DEFAULT_HEARTBEAT_TIMEOUT_SECONDS),
       },
     });
-    props.data.grantReadData(this.reconciler);
-    this.stateMachine.grantStartExecution(this.reconciler);
-    props.exportWorkflow?.grantStart(this.reconciler);
+    // Failing a run writes it (and its waiting exports, its quota slot), publishes the event, drops a
+    // failed export's disk image, and stops the execution.
+    props.data.grantReadWriteData(this.reconciler);
+    props.events.grantPutEvents(this.reconciler);
+    props.contextStore.grantArtifactsReadDelete(this.reconciler);
+    this.grantStartStop(this.reconciler);
+    props.exportWorkflow?.grantStartStop(this.reconciler);
+
+    this.heartbeat = new ApiFunction(this, 'Heartbeat', {
+      entry: 'functions/workflows/heartbeat.ts',
+      description: "ImageBuilder workflow: the builders' heartbeats → lastSeen",
+      timeout: Duration.seconds(30),
+      logRetention: props.logRetention,
+      environment: props.environment,
+    });
+    props.data.grantReadWriteData(this.heartbeat);
+    this.heartbeatFilter = new logs.SubscriptionFilter(this, 'HeartbeatFilter', {
+      logGroup: props.builders.logGroup,
+      destination: new logsDestinations.LambdaDestination(this.heartbeat.function),
+      filterPattern: logs.FilterPattern.literal(HEARTBEAT_FILTER_PATTERN),
+      filterName: 'imagebuilder-heartbeats',
+    });
     new events.Rule(this, 'ReconcileSchedule', {
-      description: 'Starts image build and export runs left Pending for more than a minute',
+      description: 'Starts build and export runs left Pending, fails runs whose builder went silent',
       schedule: events.Schedule.rate(Duration.minutes(2)),
       // A missed sweep is covered by the next one: no retries, no dead letters.
       targets: [new targets.LambdaFunction(this.reconciler.function, { retryAttempts: 0 })],

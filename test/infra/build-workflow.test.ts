@@ -2,9 +2,11 @@
 // notifications.ts): one stack synthesized once, with every optional setting given through context as
 // `cdk synth -c key=value` passes it (strings).
 import { readFileSync } from 'node:fs';
+import { App } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import {
   armComputeType,
   IMAGE_BUILD_ASL,
@@ -61,6 +63,7 @@ describe('build workflow in AWS', () => {
       notificationEmail: 'ops@example.com',
       notificationWebhookUrl: 'https://hooks.example.com/imagebuilder',
       notificationWebhookSecretArn: WEBHOOK_SECRET,
+      heartbeatTimeoutSeconds: '300',
     });
     bucket = idOf(s.resources, 'AWS::S3::Bucket', /BuildContextsBucket/);
     builderLogs = idOf(s.resources, 'AWS::Logs::LogGroup', /BuildersLogs/);
@@ -404,25 +407,65 @@ describe('build workflow in AWS', () => {
     });
   });
 
-  it('sweeps runs left Pending every 2 minutes with a reconciler that may only start executions', () => {
+  it('sweeps every 2 minutes with a reconciler that starts runs left Pending and fails and stops silent ones', () => {
     const reconciler = idOf(s.resources, 'AWS::Lambda::Function', /BuildWorkflowReconciler/);
     s.template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(2 minutes)',
       Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [reconciler, 'Arn'] } })],
     });
+    const fn = s.resources[reconciler]?.Properties as Record<string, any>;
+    // The context's heartbeat timeout reaches the sweep.
+    expect(fn.Environment.Variables.HEARTBEAT_TIMEOUT_SECONDS).toBe('300');
     const statements = policyStatements(s.resources, roleOfFunction(s.resources, /starts runs left Pending/));
-    // Both machines: builds and exports left Pending.
-    const starts = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('states:')));
-    expect(starts.map((st) => [st.Action, flat(st.Resource)]).sort()).toEqual(
+    const exportMachine = idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/);
+    // Both machines: start runs left Pending, stop the executions of silent ones (and nothing else).
+    const states = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('states:')));
+    expect(states.map((st) => [st.Action, flat(st.Resource)]).sort()).toEqual(
       [
         ['states:StartExecution', `<${machine}>`],
+        ['states:StartExecution', `<${exportMachine}>`],
         [
-          'states:StartExecution',
-          `<${idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/)}>`,
+          'states:StopExecution',
+          'arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-build:*',
+        ],
+        [
+          'states:StopExecution',
+          'arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:imagebuilder-dev-image-export:*',
         ],
       ].sort(),
     );
-    expect(actionsOf(statements)).not.toContain('dynamodb:PutItem');
+    // Failing a run writes it and publishes its event; no secrets, no contexts.
+    expect(actionsOf(statements)).toContain('dynamodb:PutItem');
+    expect(actionsOf(statements)).toContain('events:PutEvents');
+    expect(actionsOf(statements).filter((a) => a.startsWith('secretsmanager:'))).toEqual([]);
+  });
+
+  it('feeds the heartbeat lines of the builders’ log group to a heartbeat handler that writes lastSeen', () => {
+    const heartbeat = idOf(s.resources, 'AWS::Lambda::Function', /BuildWorkflowHeartbeat/);
+    s.template.hasResourceProperties('AWS::Logs::SubscriptionFilter', {
+      LogGroupName: { Ref: builderLogs },
+      FilterPattern: '"[heartbeat]"',
+      DestinationArn: { 'Fn::GetAtt': [heartbeat, 'Arn'] },
+    });
+    expect(ofType(s.resources, 'AWS::Logs::SubscriptionFilter')).toHaveLength(1);
+    // CloudWatch Logs may invoke it, for this log group only.
+    s.template.hasResourceProperties('AWS::Lambda::Permission', {
+      FunctionName: { 'Fn::GetAtt': [heartbeat, 'Arn'] },
+      Principal: 'logs.amazonaws.com',
+      SourceArn: { 'Fn::GetAtt': [builderLogs, 'Arn'] },
+    });
+    const fn = s.resources[heartbeat]?.Properties as Record<string, any>;
+    expect(fn.Handler).toBe('index.handler');
+    const statements = policyStatements(s.resources, fn.Role['Fn::GetAtt'][0]);
+    const actions = actionsOf(statements);
+    expect(actions).toContain('dynamodb:PutItem');
+    expect(actions.filter((a) => /^(states|s3|secretsmanager|events):/.test(a))).toEqual([]);
+  });
+
+  it('rejects a heartbeat timeout under 120 s', () => {
+    expect(() =>
+      imageBuilderPropsFromContext(new App({ context: { heartbeatTimeoutSeconds: '60' } }).node),
+    ).toThrow(/heartbeatTimeoutSeconds 60 must be an integer from 120 to 86400/);
   });
 
   it('publishes on the bus imagebuilder-<stage> and outputs its name and the state machine ARN', () => {

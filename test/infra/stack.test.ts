@@ -135,8 +135,9 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     const logStatements = policyStatements(s.resources).filter((st) =>
       asArray(st.Action).includes('logs:PutLogEvents'),
     );
-    // Seven functions (four API, the build and export steps, the reconciler) and the builders.
-    expect(logStatements).toHaveLength(8);
+    // Eight functions (four API, the build and export steps, the reconciler, the heartbeat handler) and
+    // the builders.
+    expect(logStatements).toHaveLength(9);
     for (const st of logStatements) expect(logGroups.has(flat(st.Resource)), flat(st.Resource)).toBe(true);
   });
 
@@ -180,7 +181,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
   it('runs every Lambda on nodejs22.x or newer, arm64, active tracing, its own retained log group', () => {
     const logGroups = Object.fromEntries(ofType(s.resources, 'AWS::Logs::LogGroup'));
     const functions = ofType(s.resources, 'AWS::Lambda::Function');
-    expect(functions).toHaveLength(7); // four API handlers, the build and export steps, the reconciler
+    // four API handlers, the build and export steps, the reconciler, the heartbeat handler
+    expect(functions).toHaveLength(8);
     for (const [id, fn] of functions) {
       const p = fn.Properties as Record<string, any>;
       expect(Number(/^nodejs(\d+)\.x$/.exec(p.Runtime)?.[1]), id).toBeGreaterThanOrEqual(22);
@@ -215,8 +217,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
 
   it('sets a retention on every log group', () => {
     const groups = ofType(s.resources, 'AWS::Logs::LogGroup');
-    // Seven functions, API access logs, the builders and the two state machines.
-    expect(groups).toHaveLength(11);
+    // Eight functions, API access logs, the builders and the two state machines.
+    expect(groups).toHaveLength(12);
     for (const [id, g] of groups) expect(g.Properties.RetentionInDays, id).toBe(30);
   });
 
