@@ -23,9 +23,9 @@ set -euo pipefail
   echo "IB_ERROR: eks-job.sh needs the URLs of build-image.sh, export-image.sh and common.sh"
   exit 2
 }
-BIN=/opt/imagebuilder
-WORK=$(mktemp -d /var/tmp/ib-job.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/ib-job.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+BIN="$WORK/bin" # the scripts side by side: each sources common.sh from its own directory
 mkdir -p "$BIN" "$WORK/secrets"
 chmod 0700 "$WORK/secrets"
 aws s3 cp --only-show-errors "$1" "$BIN/build-image.sh"
