@@ -186,8 +186,7 @@ if [ -f "$here/dropin.yaml" ]; then
   cat "$here/dropin.yaml" >"\${target%/*}/conf.d/50-imagebuilder.yaml"
   chmod 0644 "\${target%/*}/conf.d/50-imagebuilder.yaml"
 fi
-rm -rf "$here"
-rmdir ${STAGING_DIR} 2>/dev/null || true
+rm -rf ${STAGING_DIR}
 `;
 
 export const STAGES = [
