@@ -33,6 +33,9 @@ export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
     heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
     deleteWaitSeconds: num('DELETE_WAIT_SECONDS', defaults.deleteWaitSeconds ?? 25),
     ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
+    registryLayerCache: process.env.BUILD_REGISTRY_CACHE
+      ? process.env.BUILD_REGISTRY_CACHE !== 'false'
+      : (defaults.registryLayerCache ?? true),
     quota: {
       ...(process.env.QUOTA_ACTIVE_BUILDS ? { activeBuilds: num('QUOTA_ACTIVE_BUILDS', 10) } : {}),
       ...(process.env.QUOTA_BUILDS_PER_WINDOW

@@ -137,6 +137,13 @@ export interface Settings {
    */
   deleteWaitSeconds?: number;
   agentRepoUrl?: string;
+  /**
+   * Keep the layer cache in the destination registry (`<repository>/buildcache`), default true: CodeBuild
+   * and EKS builders start with empty storage, so only the registry carries the cache between runs. The
+   * local stack turns it off by default (BUILD_REGISTRY_CACHE=true turns it on): its containers-storage
+   * persists between runs and already holds every layer, so pushing each one again only costs time.
+   */
+  registryLayerCache?: boolean;
   /** Deployment-wide quota limits (defaults: 10 active builds, 100 builds per 14 days). */
   quota?: Partial<QuotaLimits>;
   /** Per-org overrides of the quota limits. */

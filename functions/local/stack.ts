@@ -121,7 +121,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const secrets = new FileSecretStore(join(dataDir, 'secrets'));
   const logs = new FileBuildLogs(join(dataDir, 'logs'));
   const settings: Settings = {
-    ...settingsFromEnv({ contextBucket: bucket }),
+    ...settingsFromEnv({ contextBucket: bucket, registryLayerCache: false }),
     ...opts.settings,
     contextBucket: bucket,
   };

@@ -61,6 +61,8 @@ export interface PlanSettings {
   contextBucket: string;
   buildTimeoutSeconds: number;
   heartbeatSeconds: number;
+  /** Layer cache in the destination registry (default on); see Settings.registryLayerCache. */
+  registryLayerCache?: boolean;
 }
 
 /** Context paths of registry CA bundles (outside ib/, which the Containerfile copies into the image). */
@@ -201,7 +203,7 @@ export function planBuild(
         plain('IB_MODE', 'build'),
         plain('IB_ARCH', arch),
         plain('IB_PUSH_REF', pushRef),
-        plain('IB_CACHE_REPO', `${destRepo}/buildcache`),
+        ...(settings.registryLayerCache === false ? [] : [plain('IB_CACHE_REPO', `${destRepo}/buildcache`)]),
       ];
       return {
         arch,
