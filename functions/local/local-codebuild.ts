@@ -5,11 +5,11 @@
 // It also plays CodeBuild's own timeout and watches heartbeats; cancel kills the process group.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EnvVar } from '../commons/domain/build-plan.js';
+import { CONTEXT_ARCHIVE, type EnvVar } from '../commons/domain/build-plan.js';
 import type { ObjectStore } from '../commons/ports.js';
 
 const BUILDER_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../builder');
@@ -163,15 +163,21 @@ export class LocalCodeBuild {
     };
   }
 
+  /** The build context archive, fetched and unpacked as the buildspec does (`aws s3 cp … | tar -x`). */
   private async downloadContext(prefix: string, dir: string): Promise<void> {
     await mkdir(dir, { recursive: true });
-    for (const key of await this.opts.objects.list(prefix)) {
-      const rel = key.slice(prefix.length);
-      const target = resolve(dir, rel);
-      if (!target.startsWith(`${dir}/`)) throw new Error(`context key outside the context: ${key}`);
-      await mkdir(dirname(target), { recursive: true });
-      await writeFile(target, (await this.opts.objects.get(key)) ?? new Uint8Array());
-    }
+    const archive = await this.opts.objects.get(`${prefix}${CONTEXT_ARCHIVE}`);
+    if (!archive) throw new Error(`no build context at ${prefix}${CONTEXT_ARCHIVE}`);
+    await new Promise<void>((resolvePromise, reject) => {
+      const tar = spawn('tar', ['-x', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let err = '';
+      tar.stderr?.on('data', (c: Buffer) => {
+        err += c.toString('utf8');
+      });
+      tar.on('error', reject);
+      tar.on('close', (code) => (code === 0 ? resolvePromise() : reject(new Error(`tar: ${err.trim()}`))));
+      tar.stdin?.end(archive);
+    });
   }
 
   private run(

@@ -4,6 +4,7 @@ import { getDeps } from '../commons/config.js';
 import {
   type BuildItem,
   type BuildPlan,
+  CONTEXT_ARCHIVE,
   caPath,
   contextPrefix,
   type EnvVar,
@@ -16,6 +17,7 @@ import {
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
 import { readyReason, workflowRef } from '../commons/domain/resources.js';
+import { tarArchive } from '../commons/domain/tar.js';
 import { settleWaitingExports, transition, waitingExports } from '../commons/domain/transitions.js';
 import type { ImageBuild, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
@@ -107,7 +109,7 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     const ca = repo.doc.spec['ca.crt'];
     if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
   }
-  await Promise.all(Object.entries(files).map(([path, body]) => deps.objects.put(`${prefix}${path}`, body)));
+  await deps.objects.put(`${prefix}${CONTEXT_ARCHIVE}`, tarArchive(files), 'application/x-tar');
   const plan = planBuild(ref, build, source, destination, deps.settings, runner);
   const started = await transition(deps, ref, {
     reason: 'Building',

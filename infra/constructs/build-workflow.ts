@@ -20,6 +20,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
+import { CONTEXT_ARCHIVE } from '../../functions/commons/domain/build-plan.js';
 import type { BuilderComputeType } from '../imagebuilder.js';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
 import type { DataStore } from './data.js';
@@ -119,7 +120,7 @@ export class BuildContextStore extends Construct {
     return this.bucket.bucketName;
   }
 
-  /** s3:GetObject on contexts/* and listing that prefix (`aws s3 cp --recursive`). */
+  /** s3:GetObject on contexts/* (the run's context archive). */
   grantRead(grantee: iam.IGrantable): void {
     this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject']);
   }
@@ -268,7 +269,7 @@ export function builderBuildSpec(): codebuild.BuildSpec {
       pre_build: {
         commands: [
           // Export inputs are data: written with printf '%s', never evaluated.
-          `if ${isExport}; then mkdir -p ${dir}/out && printf '%s' "$IB_BIB_CONFIG" > ${dir}/config.toml && printf '%s' "$IB_BIB_ARGS" > ${dir}/bib-args.json; else mkdir -p "$CODEBUILD_SRC_DIR/ctx" && aws s3 cp --recursive --only-show-errors "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$CODEBUILD_SRC_DIR/ctx/"; fi`,
+          `if ${isExport}; then mkdir -p ${dir}/out && printf '%s' "$IB_BIB_CONFIG" > ${dir}/config.toml && printf '%s' "$IB_BIB_ARGS" > ${dir}/bib-args.json; else mkdir -p "$CODEBUILD_SRC_DIR/ctx" && aws s3 cp --only-show-errors "s3://$IB_CONTEXT_BUCKET/\${IB_CONTEXT_PREFIX}${CONTEXT_ARCHIVE}" - | tar -x -C "$CODEBUILD_SRC_DIR/ctx"; fi`,
         ],
       },
       build: {

@@ -139,7 +139,8 @@ describe('build workflow in AWS', () => {
         'aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image',
       );
       expect(commands).toContain(
-        'aws s3 cp --recursive --only-show-errors "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$CODEBUILD_SRC_DIR/ctx/"',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
+        'aws s3 cp --only-show-errors "s3://$IB_CONTEXT_BUCKET/${IB_CONTEXT_PREFIX}context.tar" - | tar -x -C "$CODEBUILD_SRC_DIR/ctx"',
       );
       expect(commands).toMatch(/IB_CONTEXT_DIR="\$CODEBUILD_SRC_DIR\/ctx" IB_DIGEST_FILE=\S+ ib-build-image/);
       expect(commands).toContain('export IB_DIGEST=');

@@ -70,6 +70,9 @@ export const caPath = (side: 'SOURCE' | 'DEST') => `.ib-registry/${side.toLowerC
 
 export const contextPrefix = (ref: WorkflowRef) => `contexts/${ref.orgId}/${ref.uid}-${ref.generation}/`;
 
+/** The run's build context: one tar archive under its prefix (functions/commons/domain/tar.ts). */
+export const CONTEXT_ARCHIVE = 'context.tar';
+
 const plain = (Name: string, Value: string): EnvVar => ({ Name, Value, Type: 'PLAINTEXT' });
 
 /**
