@@ -95,8 +95,8 @@ if [[ "${IB_JOB:-build}" == export ]]; then
 else
   ctx="$WORK/ctx"
   mkdir -p "$ctx"
-  aws s3 cp --recursive --only-show-errors --exclude 'results/*' \
-    "s3://$IB_CONTEXT_BUCKET/$IB_CONTEXT_PREFIX" "$ctx/"
+  # The context is one tar archive under the run's prefix (functions/commons/domain/tar.ts).
+  aws s3 cp --only-show-errors "s3://$IB_CONTEXT_BUCKET/${IB_CONTEXT_PREFIX}context.tar" - | tar -x -C "$ctx"
   # CA bundles are named relative to the context.
   for side in SOURCE DEST; do
     ca_var="IB_${side}_CA_FILE"

@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tarArchive } from '../../functions/commons/domain/tar.js';
 import { EKS_JOB_SCRIPT } from '../../infra/constructs/eks-runner.js';
 
 const FAKE_AWS = `#!/usr/bin/env bash
@@ -32,6 +33,8 @@ if [[ "$1 $2" == "s3 cp" ]]; then
   if [[ -n "$recursive" ]]; then
     mkdir -p "$(map "$dst")"
     (cd "$(map "$src")" && find . -type f ! -path "./$exclude" -exec cp --parents {} "$(map "$dst")" \\;)
+  elif [[ "$dst" == - ]]; then
+    cat "$(map "$src")"
   elif [[ "$src" == - ]]; then
     mkdir -p "$(dirname "$(map "$dst")")"; cat >"$(map "$dst")"
   else
@@ -83,8 +86,10 @@ beforeEach(() => {
   writeFileSync(join(root, 's3/assets/build-image.sh'), FAKE_BUILDER);
   writeFileSync(join(root, 's3/assets/export-image.sh'), FAKE_EXPORTER);
   writeFileSync(join(root, 's3/assets/common.sh'), '# common\n');
-  writeFileSync(join(root, 's3/svc/contexts/acme/u-1/Containerfile'), 'FROM x\n');
-  writeFileSync(join(root, 's3/svc/contexts/acme/u-1/ib/agent.yaml'), 'a: 1\n');
+  writeFileSync(
+    join(root, 's3/svc/contexts/acme/u-1/context.tar'),
+    tarArchive({ Containerfile: 'FROM x\n', 'ib/agent.yaml': 'a: 1\n' }),
+  );
   writeFileSync(join(root, 's3/svc/contexts/acme/u-1/results/aarch64.json'), '{}');
   writeFileSync(join(root, 'secrets', SECRET_ARN.replace(/[/:]/g, '_')), 's3cret-pw');
 });
