@@ -73,8 +73,10 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     throw new RunNotActiveError(`ImageBuild "${ref.name}" is ${readyReason(build.doc)}, not Pending`);
   }
   const spec = build.doc.spec;
-  const source = await load<Repository>(deps, ref.orgId, 'Repository', spec.source.repository);
-  const destination = await load<Repository>(deps, ref.orgId, 'Repository', spec.destination.repository);
+  const [source, destination] = await Promise.all([
+    load<Repository>(deps, ref.orgId, 'Repository', spec.source.repository),
+    load<Repository>(deps, ref.orgId, 'Repository', spec.destination.repository),
+  ]);
   if (!source)
     throw new Error(`source Repository "${spec.source.repository}" no longer exists; recreate it and retry`);
   if (!destination) {
@@ -115,6 +117,7 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     reason: 'Building',
     message: `Building ${plan.builds.map((b) => b.arch).join(', ')}`,
     from: ['Pending'],
+    current: build,
   });
   if (!started) {
     await deps.objects.deletePrefix(prefix);

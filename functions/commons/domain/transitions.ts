@@ -29,6 +29,8 @@ export interface TransitionRequest {
   status?: Record<string, unknown>;
   /** Only from these reasons (e.g. cancel: only from active ones). */
   from?: readonly string[];
+  /** The resource as the caller just read it: saves the first read (a stale copy only costs a retry). */
+  current?: StoredResource<AnyRun>;
 }
 
 export function canTransition(current: string, next: string): boolean {
@@ -48,7 +50,10 @@ export async function transition(
   req: TransitionRequest,
 ): Promise<StoredResource<AnyRun> | undefined> {
   for (let attempt = 0; attempt < 5; attempt++) {
-    const item = (await deps.store.get(ref.orgId, ref.kind, ref.name)) as StoredResource<AnyRun> | undefined;
+    const item =
+      attempt === 0 && req.current
+        ? req.current
+        : ((await deps.store.get(ref.orgId, ref.kind, ref.name)) as StoredResource<AnyRun> | undefined);
     if (!item || item.doc.metadata.uid !== ref.uid) return undefined;
     if ((item.doc.metadata.generation ?? 1) !== ref.generation) return undefined;
     const current = readyReason(item.doc) ?? 'Pending';
