@@ -1,6 +1,6 @@
 // ObjectStore on S3 (and on s3rver locally: same code, path-style addressing), signed by aws4fetch.
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { AwsClient } from 'aws4fetch';
 import type { ObjectStore } from '../ports.js';
@@ -115,8 +115,8 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /**
-   * Uploads a file with S3 multipart upload (parts of `partBytes`, several in flight) and returns its
-   * size and SHA-256, computed while reading, so the file is read once.
+   * Uploads a file with S3 multipart upload (parts of `partBytes`, several in flight), or one PUT when it
+   * fits in one part, and returns its size and SHA-256, computed while reading, so the file is read once.
    */
   async putFile(
     key: string,
@@ -125,6 +125,14 @@ export class S3ObjectStore implements ObjectStore {
     partBytes = 16 * 1024 * 1024,
     concurrency = 4,
   ) {
+    // Like `aws s3 cp` (multipart_threshold): a file that fits in one part goes in one PUT, not three
+    // requests (create, one part, complete).
+    const { size: fileSize } = await stat(path);
+    if (fileSize <= partBytes) {
+      const body = await readFile(path);
+      await this.put(key, body, contentType);
+      return { size: body.length, sha256: createHash('sha256').update(body).digest('hex') };
+    }
     const created = await this.request('POST', `/${encodeKey(key)}?uploads`, undefined, {
       'content-type': contentType,
     });
