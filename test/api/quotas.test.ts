@@ -1,6 +1,8 @@
 // Quotas (CONTRACT §3) enforced race-free, and the discoverability endpoints.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DynamoDbQuotaLedger } from '../../functions/commons/adapters/dynamodb-store.js';
 import { workflowRef } from '../../functions/commons/domain/image-builds.js';
+import { acquireBuildSlot, releaseBuildSlot } from '../../functions/commons/domain/quotas.js';
 import { transition } from '../../functions/commons/domain/transitions.js';
 import {
   type Client,
@@ -85,6 +87,28 @@ describe('quotas', () => {
 });
 
 describe('discoverability', () => {
+  it('two processes share the ledger: a copy remembered by one never skips a release or refuses a free slot', async () => {
+    // Two Lambda containers: each remembers the ledger as it last wrote it.
+    const a = { ...stack.deps, quotas: new DynamoDbQuotaLedger(stack.dynamo.client, stack.tableName) };
+    const b = { ...stack.deps, quotas: new DynamoDbQuotaLedger(stack.dynamo.client, stack.tableName) };
+    const limits = { quota: { activeBuilds: 1, buildsPerWindow: 100, windowSeconds: 3600 } };
+    a.settings = { ...a.settings, ...limits };
+    b.settings = { ...b.settings, ...limits };
+    const org = 'org-two-processes';
+    await acquireBuildSlot(a, org, 'u1'); // a remembers {u1}
+    await releaseBuildSlot(b, org, 'u1'); // b frees it and remembers {}: a's copy is stale
+    await acquireBuildSlot(a, org, 'u2'); // a's copy says full: it must read again, and succeed
+    await releaseBuildSlot(b, org, 'u2'); // b's copy lacks u2 ("nothing to release"): it must read again
+    expect((await a.quotas.read(org)).active).toEqual({});
+    await acquireBuildSlot(a, org, 'u4'); // a's copy holds u2 (full): read again, succeed
+    await acquireBuildSlot(b, org, 'u3').then(
+      // b's copy is empty: its write fails the condition, and a fresh read refuses
+      () => expect.unreachable('b must see u4 and refuse'),
+      (err: Error) => expect(err.message).toMatch(/1 of 1 active builds/),
+    );
+    expect(Object.keys((await b.quotas.read(org)).active)).toEqual(['u4']);
+  });
+
   it('version and the OpenAPI document need no token; capabilities list formats, architectures, limits', async () => {
     const v = await call(stack.url, 'GET', '/api/v1/version', undefined);
     expect(v.status).toBe(200);

@@ -262,11 +262,28 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
     return (await this.load(orgId)).state;
   }
 
+  /**
+   * The ledger as this process last wrote it: the next update tries its conditional write on it without
+   * reading first (one round trip on the create path). A stale copy fails the condition and is re-read;
+   * a decision not to write (quota exceeded, nothing to release) is only taken on a fresh read.
+   */
+  private readonly lastWritten = new Map<string, { state: QuotaLedgerState; version: number }>();
+
   async update(orgId: string, change: (s: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void> {
     for (let attempt = 0; attempt < 50; attempt++) {
-      const { state, version } = await this.load(orgId);
-      const next = change(state);
-      if (!next) return;
+      const cached = attempt === 0 ? this.lastWritten.get(orgId) : undefined;
+      const { state, version } = cached ?? (await this.load(orgId));
+      let next: QuotaLedgerState | undefined;
+      try {
+        next = change(state);
+      } catch (err) {
+        if (cached) continue;
+        throw err;
+      }
+      if (!next) {
+        if (cached) continue;
+        return;
+      }
       try {
         await this.db.call('PutItem', {
           TableName: this.tableName,
@@ -278,9 +295,13 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
                 ExpressionAttributeValues: { ':v': { N: String(version) } },
               }),
         });
+        if (this.lastWritten.size >= 1000) this.lastWritten.clear();
+        this.lastWritten.set(orgId, { state: next, version: version + 1 });
         return;
       } catch (err) {
         if (!isAwsError(err, 'ConditionalCheckFailedException')) throw err;
+        this.lastWritten.delete(orgId);
+        if (cached) continue; // only the copy was stale: read and try again at once
         // Full jitter, growing to 200 ms: concurrent creates of one org take turns on this item.
         await new Promise((r) =>
           setTimeout(r, Math.random() * Math.min(200, 10 * 2 ** Math.min(attempt, 5))),
