@@ -38,11 +38,15 @@ export { workflowRef };
 /** Validation shared by create and the Containerfile preview: schema, then the repositories it names. */
 export async function validateImageBuild(deps: Deps, orgId: string, body: unknown) {
   const input = validateImageBuildBody(body);
-  // Both lookups at once: each is a store round trip.
-  const [source, destination] = await Promise.all([
+  // Both lookups at once (each is a store round trip); when both fail, the source's error is the one
+  // reported, whichever answer came first.
+  const [sourceLookup, destinationLookup] = await Promise.allSettled([
     requireRepository(deps, orgId, input.spec.source.repository, 'spec.source.repository', false),
     requireRepository(deps, orgId, input.spec.destination.repository, 'spec.destination.repository', true),
   ]);
+  if (sourceLookup.status === 'rejected') throw sourceLookup.reason;
+  if (destinationLookup.status === 'rejected') throw destinationLookup.reason;
+  const [source, destination] = [sourceLookup.value, destinationLookup.value];
   // What the schema cannot say (decoded sizes, duplicates, reserved paths…), so a build that would fail
   // in Prepare is a 400 now.
   validateBuildSpecExtras(input.spec, { agentConfigPath: DEFAULT_AGENT_CONFIG_PATH });
