@@ -37,7 +37,8 @@
 #                           The password goes to `buildah login --password-stdin`: never on a command line,
 #                           never in the log; it is unset from the environment before any child runs.
 #   IB_X_TLS_VERIFY         true (default) | false (plain-http registries, or skipServerVerification)
-#   IB_X_CA_FILE            PEM file of a custom CA to trust for this registry (put in a per-run --cert-dir)
+#   IB_X_CA_FILE            PEM file of a custom CA to trust for this registry (put in a per-run --cert-dir);
+#                           a relative path is taken in IB_CONTEXT_DIR (the build context carries them)
 #   Logins go to a per-run REGISTRY_AUTH_FILE in a temporary directory removed on exit, so nothing leaks
 #   between runs; registries with TLS verification off are marked `insecure` in a per-run
 #   registries.conf (CONTAINERS_REGISTRIES_CONF) so that FROM pulls and the cache honour it too.
@@ -205,6 +206,8 @@ for x in SOURCE DEST; do
   tls=${!tls_var:-true}
   check_bool "$tls_var" "$tls"
   ca=${!ca_var:-}
+  # The plan names the CA bundles the context carries by their path in it.
+  if [[ -n "$ca" && "$ca" != /* && "$MODE" == build ]]; then ca="$CONTEXT_DIR/$ca"; fi
   if [[ -n "$ca" ]]; then
     [[ -r "$ca" && -f "$ca" ]] || bad_input "$ca_var is not a readable file: '$ca'"
     grep -q 'BEGIN CERTIFICATE' "$ca" || bad_input "$ca_var holds no PEM certificate: '$ca'"

@@ -303,6 +303,17 @@ describe.skipIf(skipReason !== '')(
       const bad = await runScript(buildEnv('app', `${appRef}:x`, { IB_ARCH: 'sparc' }));
       expect(bad.code).toBe(2);
       expect(lastLine(bad.out)).toBe("IB_ERROR: bad input: IB_ARCH must be x86_64 or aarch64, not 'sparc'");
+      // A relative CA bundle path is read from the build context (as the build plan names it).
+      const relativeCa = await runScript(
+        buildEnv('app', `${appRef}:x`, {
+          IB_DEST_REGISTRY: dest.host,
+          IB_DEST_CA_FILE: 'Containerfile',
+        }),
+      );
+      expect(relativeCa.code).toBe(2);
+      expect(lastLine(relativeCa.out)).toMatch(
+        /IB_DEST_CA_FILE holds no PEM certificate: '\/.*\/Containerfile'/,
+      );
       const injected = await runScript(buildEnv('app', '--rm ; touch /tmp/pwned'));
       expect(injected.code).toBe(2);
     });
