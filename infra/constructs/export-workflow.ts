@@ -236,7 +236,9 @@ export class ImageExportWorkflow extends Construct {
     });
     const step = this.stepFunction;
     props.data.grantReadWriteData(step);
-    props.contextStore.grantArtifactsRead(step);
+    // Reads the disk image for the referrer; deletes it when an export ends Canceled or Failed, or is
+    // deleted with its build.
+    props.contextStore.grantArtifactsReadDelete(step);
     // The destination registry's password, for the referrer push.
     grantRepositoryPasswordsRead(step, this, props.secrets, 'The export steps');
     props.events.grantPutEvents(step);

@@ -97,6 +97,8 @@ describe('export workflow in AWS', () => {
       roleOfFunction(s.resources, /steps of the image export/),
     );
     expect(resourcesOf(statements, 's3:GetObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
+    // Deletes the disk image of an export that ends Canceled or Failed, or goes with its build.
+    expect(resourcesOf(statements, 's3:DeleteObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
     expect(resourcesOf(statements, 's3:PutObject')).toEqual([]);
     expect(resourcesOf(statements, 'secretsmanager:GetSecretValue')).toEqual([
       'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
