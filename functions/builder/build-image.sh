@@ -44,7 +44,7 @@
 #   registries.conf (CONTAINERS_REGISTRIES_CONF) so that FROM pulls and the cache honour it too.
 #
 # Other
-#   IB_HEARTBEAT_SECONDS    period of the `[heartbeat] <ISO-8601 UTC time>` lines on stdout (default 30)
+#   IB_HEARTBEAT_SECONDS    period of the `[heartbeat] <ISO-8601 UTC time>` lines on stdout, the first at once (default 30)
 #
 # Output: everything (buildah's stdout and stderr included) goes to stdout. On success the last lines
 # are `IB_DIGEST: sha256:…` and `IB_IMAGE: <IB_PUSH_REF>@sha256:…`. On failure the last line is

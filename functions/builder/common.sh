@@ -15,8 +15,11 @@ stop_heartbeat() {
 
 start_heartbeat() {
   local period=$1
+  # One beat at once (the run is alive from its first second: the watchdog and the cloud's lastSeen see it
+  # before the first period ends, and short runs show one too), then one per period.
   (
     trap 'kill -TERM "$sleeper" 2>/dev/null; exit 0' TERM
+    printf '[heartbeat] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     while :; do
       sleep "$period" &
       sleeper=$!

@@ -15,7 +15,7 @@
 #   IB_OUTPUT_FILE          where to write the disk image (required; its directory must exist). Written to a
 #                           temporary name beside it and renamed when complete, so it is whole or absent.
 #   IB_EXPORTER             bib (default) | local
-#   IB_HEARTBEAT_SECONDS    period of the `[heartbeat] <ISO-8601 UTC time>` lines on stdout (default 30)
+#   IB_HEARTBEAT_SECONDS    period of the `[heartbeat] <ISO-8601 UTC time>` lines on stdout, the first at once (default 30)
 #
 # Source registry (the registry of IB_IMAGE_REF), same conventions as build-image.sh
 #   IB_SOURCE_REGISTRY      host[:port]; defaults to IB_IMAGE_REF's registry part
