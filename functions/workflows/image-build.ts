@@ -111,18 +111,24 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     const ca = repo.doc.spec['ca.crt'];
     if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
   }
-  await deps.objects.put(`${prefix}${CONTEXT_ARCHIVE}`, tarArchive(files), 'application/x-tar');
   const plan = planBuild(ref, build, source, destination, deps.settings, runner);
-  const started = await transition(deps, ref, {
-    reason: 'Building',
-    message: `Building ${plan.builds.map((b) => b.arch).join(', ')}`,
-    from: ['Pending'],
-    current: build,
-  });
-  if (!started) {
+  // The context and the Building transition do not depend on each other: one round trip for both. If
+  // the upload fails after Building is recorded, the definition's Catch records Failed with its error.
+  const [stored, started] = await Promise.allSettled([
+    deps.objects.put(`${prefix}${CONTEXT_ARCHIVE}`, tarArchive(files), 'application/x-tar'),
+    transition(deps, ref, {
+      reason: 'Building',
+      message: `Building ${plan.builds.map((b) => b.arch).join(', ')}`,
+      from: ['Pending'],
+      current: build,
+    }),
+  ]);
+  if (started.status === 'rejected' || !started.value) {
     await deps.objects.deletePrefix(prefix);
+    if (started.status === 'rejected') throw started.reason;
     throw new RunNotActiveError(`ImageBuild "${ref.name}" left Pending while it was being prepared`);
   }
+  if (stored.status === 'rejected') throw stored.reason;
   return plan;
 }
 

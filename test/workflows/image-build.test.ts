@@ -166,6 +166,27 @@ describe('image-build state machine, locally', () => {
     }
   });
 
+  it('a context upload that fails after Building was recorded ends Failed with its error: Started, Failed', async () => {
+    const objects = stack.deps.objects;
+    const original = objects.put.bind(objects);
+    objects.put = async (key, body, contentType) => {
+      if (key.endsWith('context.tar')) throw new Error('S3 PUT context.tar: 503 SlowDown');
+      return original(key, body, contentType);
+    };
+    try {
+      const created = await admin.req('POST', '/api/v1/imagebuilds', build('no-context', 'v9'));
+      const done = await waitFor('no-context', ['Completed', 'Failed']);
+      expect(done.status.conditions[0].reason).toBe('Failed');
+      expect(done.status.conditions[0].message).toContain('503 SlowDown');
+      expect((await events(created.body.metadata.uid)).map((e) => e.DetailType)).toEqual([
+        'ImageBuild Started',
+        'ImageBuild Failed',
+      ]);
+    } finally {
+      objects.put = original;
+    }
+  });
+
   it('cancel while Building kills the builder and ends Canceled; a second cancel is 409', async () => {
     const created = await admin.req('POST', '/api/v1/imagebuilds', build('long', 'sleep'));
     await waitFor('long', ['Building']);
