@@ -2,6 +2,10 @@
 // Enforced race-free by a ledger (one conditional item per org in the store): a create takes a slot
 // before it writes the build and gives it back if the write fails; a build that ends gives back its
 // active slot. Concurrent creates serialize on the ledger's version, so they can never exceed a limit.
+// A slot can outlive its build only if a process dies between two writes (after taking the slot and
+// before writing the build, or after recording the end and before giving it back). No build runs longer
+// than the build timeout, so a slot older than that plus an hour is such a leftover: it is not counted
+// and is dropped at the next write, so a crash never costs an org a slot for good.
 import type { Deps } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import { QuotaExceededError } from './errors.js';
@@ -26,15 +30,27 @@ export interface QuotaLedgerState {
 
 export type QuotaDecision = { ok: true; next: QuotaLedgerState } | { ok: false; error: QuotaExceededError };
 
+/** Slots taken at most this long ago (the build timeout plus an hour); older ones are leftovers. */
+export function liveSlots(
+  active: QuotaLedgerState['active'],
+  slotLifetimeSeconds: number,
+  nowSeconds: number,
+): QuotaLedgerState['active'] {
+  return Object.fromEntries(
+    Object.entries(active).filter(([, since]) => since > nowSeconds - slotLifetimeSeconds),
+  );
+}
+
 /** Pure decision: may one more build start now? */
 export function decide(
   state: QuotaLedgerState,
-  limits: QuotaLimits,
+  limits: QuotaLimits & { slotLifetimeSeconds: number },
   uid: string,
   nowSeconds: number,
 ): QuotaDecision {
   const recent = state.recent.filter((t) => t > nowSeconds - limits.windowSeconds).sort((a, b) => a - b);
-  const activeCount = Object.keys(state.active).length;
+  const live = liveSlots(state.active, limits.slotLifetimeSeconds, nowSeconds);
+  const activeCount = Object.keys(live).length;
   if (activeCount >= limits.activeBuilds) {
     return {
       ok: false,
@@ -56,12 +72,17 @@ export function decide(
   }
   return {
     ok: true,
-    next: { recent: [...recent, nowSeconds], active: { ...state.active, [uid]: nowSeconds } },
+    next: { recent: [...recent, nowSeconds], active: { ...live, [uid]: nowSeconds } },
   };
 }
 
-export function limitsFor(deps: Deps, orgId: string): QuotaLimits {
-  return { ...DEFAULT_QUOTA, ...deps.settings.quota, ...deps.settings.quotaOverrides?.[orgId] };
+export function limitsFor(deps: Deps, orgId: string): QuotaLimits & { slotLifetimeSeconds: number } {
+  return {
+    ...DEFAULT_QUOTA,
+    ...deps.settings.quota,
+    ...deps.settings.quotaOverrides?.[orgId],
+    slotLifetimeSeconds: deps.settings.buildTimeoutSeconds + 3600,
+  };
 }
 
 export async function acquireBuildSlot(deps: Deps, orgId: string, uid: string): Promise<void> {
@@ -101,7 +122,7 @@ export async function getQuota(deps: Deps, p: Principal) {
       windowDays: limits.windowSeconds / 86400,
     },
     usage: {
-      activeBuilds: Object.keys(state.active).length,
+      activeBuilds: Object.keys(liveSlots(state.active, limits.slotLifetimeSeconds, now)).length,
       buildsInWindow: state.recent.filter((t) => t > now - limits.windowSeconds).length,
     },
   };
