@@ -29,6 +29,7 @@ export const CONTEXT_KEYS = [
   'eksServiceAccount',
   'eksBuilderImage',
   'heartbeatTimeoutSeconds',
+  'bibImage',
 ] as const;
 
 /** Context keys whose value is a plain string, passed through to the props of the same name. */
@@ -40,6 +41,7 @@ const STRING_KEYS = [
   'notificationWebhookUrl',
   'notificationWebhookSecretArn',
   'runner',
+  'bibImage',
 ] as const satisfies readonly (typeof CONTEXT_KEYS)[number][];
 
 export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {

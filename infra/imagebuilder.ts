@@ -62,6 +62,11 @@ export interface ImageBuilderProps {
   readonly flightctlSecretArn?: string;
   /** Package repository of the Flight Control agent put into the images (http/https URL). */
   readonly agentRepoUrl?: string;
+  /**
+   * bootc-image-builder, pinned by digest (`quay.io/centos-bootc/bootc-image-builder@sha256:…`); default:
+   * the digest in functions/commons/domain/export-plan.ts.
+   */
+  readonly bibImage?: string;
   /** Email address that receives the terminal events (Completed, Failed, Canceled) of builds and exports. */
   readonly notificationEmail?: string;
   /** HTTPS endpoint that receives the terminal events as JSON (an EventBridge API destination). */
@@ -185,6 +190,17 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
         `${key} ${JSON.stringify(arn)} must be the complete ARN of a Secrets Manager secret (ending in -XXXXXX)`,
       );
     }
+  }
+  if (
+    props.bibImage !== undefined &&
+    !(
+      typeof props.bibImage === 'string' &&
+      /^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(\/[a-z0-9][a-z0-9._-]*)+@sha256:[0-9a-f]{64}$/.test(props.bibImage)
+    )
+  ) {
+    problems.push(
+      `bibImage ${JSON.stringify(props.bibImage)} must be pinned by digest: registry/name@sha256:<64 hex>`,
+    );
   }
   if (props.agentRepoUrl !== undefined && !isUrl(props.agentRepoUrl, ['http:', 'https:'])) {
     problems.push(`agentRepoUrl ${JSON.stringify(props.agentRepoUrl)} must be an http:// or https:// URL`);
@@ -372,6 +388,7 @@ export class ImageBuilder extends Construct {
       environment: common,
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
+      ...(props.bibImage ? { bibImage: props.bibImage } : {}),
       ...eks,
     });
     this.buildWorkflow = new ImageBuildWorkflow(this, 'BuildWorkflow', {

@@ -33,6 +33,7 @@ export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
     heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
     deleteWaitSeconds: num('DELETE_WAIT_SECONDS', defaults.deleteWaitSeconds ?? 25),
     ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
+    ...(process.env.BIB_IMAGE ? { bibImage: process.env.BIB_IMAGE } : {}),
     registryLayerCache: process.env.BUILD_REGISTRY_CACHE
       ? process.env.BUILD_REGISTRY_CACHE !== 'false'
       : (defaults.registryLayerCache ?? true),

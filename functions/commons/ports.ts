@@ -144,6 +144,8 @@ export interface Settings {
    * persists between runs and already holds every layer, so pushing each one again only costs time.
    */
   registryLayerCache?: boolean;
+  /** bootc-image-builder by digest (BIB_IMAGE; default BIB_IMAGE of domain/export-plan.ts). */
+  bibImage?: string;
   /** Deployment-wide quota limits (defaults: 10 active builds, 100 builds per 14 days). */
   quota?: Partial<QuotaLimits>;
   /** Per-org overrides of the quota limits. */

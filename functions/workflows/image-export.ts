@@ -78,6 +78,7 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Ex
       region: process.env.AWS_REGION ?? 'us-east-1',
       buildTimeoutSeconds: deps.settings.buildTimeoutSeconds,
       heartbeatSeconds: deps.settings.heartbeatSeconds,
+      ...(deps.settings.bibImage ? { bibImage: deps.settings.bibImage } : {}),
     },
     runner,
   );

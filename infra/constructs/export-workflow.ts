@@ -199,6 +199,8 @@ export interface ImageExportWorkflowProps {
   readonly environment: Record<string, string>;
   readonly timeoutMinutes: number;
   readonly logRetention: logs.RetentionDays;
+  /** bootc-image-builder by digest; default: the one pinned in functions/commons/domain/export-plan.ts. */
+  readonly bibImage?: string;
   /** Run the jobs as Kubernetes Jobs on this EKS runner instead of on the Builders' CodeBuild projects. */
   readonly eks?: EksRunner;
 }
@@ -232,6 +234,7 @@ export class ImageExportWorkflow extends Construct {
         BUILDER_LOG_GROUP: props.builders.logGroup.logGroupName,
         BUILD_TIMEOUT_SECONDS: String(props.timeoutMinutes * 60),
         BUILD_HEARTBEAT_SECONDS: String(BUILD_HEARTBEAT_SECONDS),
+        ...(props.bibImage ? { BIB_IMAGE: props.bibImage } : {}),
       },
     });
     const step = this.stepFunction;

@@ -81,7 +81,7 @@ describe('export workflow in AWS', () => {
     ]);
   });
 
-  it('runs the export steps for up to 15 minutes with 1024 MB, artifacts read-only', () => {
+  it('runs the export steps for up to 15 minutes with 1024 MB, artifacts read and delete only', () => {
     const fn = s.resources[idOf(s.resources, 'AWS::Lambda::Function', /ExportWorkflowSteps/)]
       ?.Properties as Record<string, any>;
     expect(fn.Timeout).toBe(900);
@@ -113,11 +113,18 @@ describe('export workflow in AWS', () => {
         expect.objectContaining({ Prefix: 'contexts/', ExpirationInDays: 2 }),
       ]),
     );
-    const other = synthesize({ stage: 'dev', artifactRetentionDays: '7' });
+    // A second deployment's settings: retention, and its own bootc-image-builder for the export step.
+    const mirror = `registry.example.com/mirror/bootc-image-builder@sha256:${'c'.repeat(64)}`;
+    const other = synthesize({ stage: 'dev', artifactRetentionDays: '7', bibImage: mirror });
     const otherBucket = idOf(other.resources, 'AWS::S3::Bucket', /BuildContextsBucket/);
     expect(rules(otherBucket, other.resources)).toEqual(
       expect.arrayContaining([expect.objectContaining({ Prefix: 'artifacts/', ExpirationInDays: 7 })]),
     );
+    const steps = (r: Resources) =>
+      (r[idOf(r, 'AWS::Lambda::Function', /ExportWorkflowSteps/)] as Resource).Properties.Environment
+        .Variables;
+    expect(steps(other.resources).BIB_IMAGE).toBe(mirror);
+    expect(steps(s.resources).BIB_IMAGE).toBeUndefined();
   }, 60_000);
 
   it('keeps the bucket private, TLS-only and access-logged', () => {

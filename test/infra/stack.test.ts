@@ -403,6 +403,10 @@ describe('context validation at synth', () => {
       /flightctlSecretArn .* must be the complete ARN/,
     ],
     [{ stage: 'dev', agentRepoUrl: 'ftp://repo.example.com' }, /agentRepoUrl .* must be an http/],
+    [
+      { stage: 'dev', bibImage: 'quay.io/centos-bootc/bootc-image-builder:latest' },
+      /bibImage .* must be pinned by digest/,
+    ],
     [{ stage: 'dev', notificationEmail: 'ops' }, /notificationEmail "ops" must be an email address/],
     [
       { stage: 'dev', notificationWebhookUrl: 'https://hooks.example.com' },

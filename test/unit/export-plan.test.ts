@@ -70,6 +70,19 @@ describe('bibArguments', () => {
     expect(BIB_IMAGE).toMatch(/^quay\.io\/centos-bootc\/bootc-image-builder@sha256:[0-9a-f]{64}$/);
   });
 
+  it('runs the deployment’s bootc-image-builder when it names one, by digest only', () => {
+    const mine = `registry.example.com/mirror/bootc-image-builder@sha256:${'b'.repeat(64)}`;
+    const argv = bibArguments(base('qcow2', { bibImage: mine }));
+    expect(argv).toContain(mine);
+    expect(argv).not.toContain(BIB_IMAGE);
+    for (const bibImage of [
+      'quay.io/centos-bootc/bootc-image-builder:latest',
+      `--privileged@sha256:${'b'.repeat(64)}`,
+    ]) {
+      expect(invalid(() => bibArguments(base('qcow2', { bibImage }))).field).toBe('bibImage');
+    }
+  });
+
   it.each([
     ['qcow2', 'qcow2'],
     ['vmdk', 'vmdk'],

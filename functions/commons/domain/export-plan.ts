@@ -8,10 +8,12 @@ import { InvalidError } from './errors.js';
 import type { ExportFormat, ImageBuildSpec } from './types.js';
 
 /**
- * bootc-image-builder, pinned by digest so that an export is reproducible and a new bib release never
- * changes images behind our back. Updated deliberately (release notes read, a qcow2 and an ISO built and
- * booted), never floated to `:latest`; check a candidate with
+ * The default bootc-image-builder, pinned by digest so that an export is reproducible and a new bib
+ * release never changes images behind our back. Updated deliberately (release notes read, a qcow2 and an
+ * ISO built and booted), never floated to `:latest`; check a candidate with
  * `skopeo inspect docker://quay.io/centos-bootc/bootc-image-builder:<tag> --format '{{.Digest}}'`.
+ * A deployment chooses its own with the `bibImage` context key (BIB_IMAGE), digest-pinned as well: this
+ * workspace cannot reach quay.io, so this default was not pulled here (README, "Export workflow in AWS").
  */
 export const BIB_IMAGE =
   'quay.io/centos-bootc/bootc-image-builder@sha256:9893e7209e5f449b86ababfd2ee02a58cca2e5990f77b06c3539227531fc8120';
@@ -106,6 +108,8 @@ export interface BibArgumentsInput {
   outputDir: string;
   /** Required with format `ami`, refused otherwise. */
   awsAmi?: AwsAmiTarget;
+  /** bootc-image-builder by digest (`registry/name@sha256:…`); default BIB_IMAGE. */
+  bibImage?: string;
 }
 
 const IMAGE_REF_RE = /^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(\/[a-z0-9][a-z0-9._-]*)+@sha256:[0-9a-f]{64}$/;
@@ -123,6 +127,10 @@ export function bibArguments(input: BibArgumentsInput): string[] {
   const artifact = artifactFor(input.format);
   if (!IMAGE_REF_RE.test(input.imageRef)) {
     throw new InvalidError('imageRef', `must be registry/name@sha256:<64 hex>, not '${input.imageRef}'`);
+  }
+  const bibImage = input.bibImage ?? BIB_IMAGE;
+  if (!IMAGE_REF_RE.test(bibImage)) {
+    throw new InvalidError('bibImage', `must be registry/name@sha256:<64 hex>, not '${bibImage}'`);
   }
   if (!(ROOTFS_TYPES as readonly string[]).includes(input.rootfs)) {
     throw new InvalidError('rootfs', `must be one of ${ROOTFS_TYPES.join(', ')}, not '${input.rootfs}'`);
@@ -172,7 +180,7 @@ export function bibArguments(input: BibArgumentsInput): string[] {
     '-v',
     `${input.outputDir}:${BIB_OUTPUT_MOUNT}`,
     ...awsEnv,
-    BIB_IMAGE,
+    bibImage,
     '--type',
     artifact.bibType,
     '--rootfs',

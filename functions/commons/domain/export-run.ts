@@ -43,7 +43,13 @@ export function planExport(
   exp: StoredResource<ImageExport>,
   build: StoredResource<ImageBuild>,
   registry: StoredResource<Repository>,
-  settings: { artifactBucket: string; region: string; buildTimeoutSeconds: number; heartbeatSeconds: number },
+  settings: {
+    artifactBucket: string;
+    region: string;
+    buildTimeoutSeconds: number;
+    heartbeatSeconds: number;
+    bibImage?: string;
+  },
   runner: Runner = 'codebuild',
 ): ExportPlan {
   const arch = exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
@@ -61,6 +67,7 @@ export function planExport(
     rootfs: 'ext4',
     configPath: `${EXPORT_WORKDIR}/config.toml`,
     outputDir: `${EXPORT_WORKDIR}/out`,
+    ...(settings.bibImage ? { bibImage: settings.bibImage } : {}),
     ...(format === 'ami'
       ? {
           awsAmi: {
