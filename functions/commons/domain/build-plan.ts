@@ -153,6 +153,10 @@ export function jobPlan(
   };
 }
 
+/** `{ job }` for the EKS runner, nothing for CodeBuild: spread into a build item or an export plan. */
+export const jobFor = (runner: Runner, ...args: Parameters<typeof jobPlan>): { job?: JobPlan } =>
+  runner === 'eks' ? { job: jobPlan(...args) } : {};
+
 /** Where a build job of the EKS runner leaves its result (removed with the context at the end). */
 export const buildResultKey = (ref: WorkflowRef, part: string) => `${contextPrefix(ref)}results/${part}.json`;
 
@@ -215,17 +219,14 @@ export function planBuild(
         env,
         runner,
         logStream: logStreamName(ref, arch),
-        ...(runner === 'eks'
-          ? {
-              job: jobPlan(
-                jobName('ib', ref, k8sArch(arch)),
-                env,
-                timeoutMinutes,
-                settings.contextBucket,
-                buildResultKey(ref, arch),
-              ),
-            }
-          : {}),
+        ...jobFor(
+          runner,
+          jobName('ib', ref, k8sArch(arch)),
+          env,
+          timeoutMinutes,
+          settings.contextBucket,
+          buildResultKey(ref, arch),
+        ),
       };
     }),
   };

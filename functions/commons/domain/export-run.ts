@@ -4,8 +4,8 @@ import type { StoredResource, WorkflowRef } from '../ports.js';
 import {
   type EnvVar,
   type JobPlan,
+  jobFor,
   jobName,
-  jobPlan,
   k8sArch,
   logStreamName,
   type Runner,
@@ -104,17 +104,14 @@ export function planExport(
     env,
     runner,
     logStream: logStreamName(ref, arch),
-    ...(runner === 'eks'
-      ? {
-          job: jobPlan(
-            jobName('ie', ref, k8sArch(arch)),
-            env,
-            timeoutMinutes,
-            settings.artifactBucket,
-            exportResultKey(ref),
-          ),
-        }
-      : {}),
+    ...jobFor(
+      runner,
+      jobName('ie', ref, k8sArch(arch)),
+      env,
+      timeoutMinutes,
+      settings.artifactBucket,
+      exportResultKey(ref),
+    ),
   };
 }
 
