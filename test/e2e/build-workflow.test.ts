@@ -15,6 +15,7 @@ import {
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 import {
   hasRegistry,
@@ -93,16 +94,8 @@ afterAll(async () => {
   await removeImages(...cleanup.images).catch(() => undefined);
 });
 
-async function waitFor(name: string, timeoutMs = 300_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await admin.req('GET', `/api/v1/imagebuilds/${name}`);
-    const reason = res.body?.status?.conditions?.[0]?.reason;
-    if (['Completed', 'Failed', 'Canceled'].includes(reason)) return res.body;
-    if (Date.now() > deadline) throw new Error(`${name} stayed ${reason}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const waitFor = (name: string, timeoutMs = 300_000) =>
+  waitForReason(admin, 'imagebuilds', name, ['Completed', 'Failed', 'Canceled'], timeoutMs);
 
 /** Pulls the pushed image and mounts it; returns the root of its filesystem. */
 async function mountPushed(ref: string): Promise<string> {

@@ -13,11 +13,14 @@ import { OciRegistry } from '../../functions/commons/adapters/oci-registry.js';
 import { buildFixtureBaseImage, hasBuildah, removeImages, sh } from '../fixtures/base-image.js';
 import {
   type Client,
+  eventTypes,
   imageBuild,
   imageExport,
+  type RunKind,
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 import { hasRegistry, pushImage, startRegistry, type TestRegistry } from '../fixtures/registry.js';
 
@@ -59,16 +62,8 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function waitFor(kind: 'imagebuilds' | 'imageexports', name: string, timeoutMs = 300_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await admin.req('GET', `/api/v1/${kind}/${name}`);
-    const reason = res.body?.status?.conditions?.[0]?.reason;
-    if (['Completed', 'Failed', 'Canceled'].includes(reason)) return res.body;
-    if (Date.now() > deadline) throw new Error(`${name} stayed ${reason}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const waitFor = (kind: RunKind, name: string, timeoutMs = 300_000) =>
+  waitForReason(admin, kind, name, ['Completed', 'Failed', 'Canceled'], timeoutMs);
 
 /** The `imagebuilder` CLI against this stack. */
 function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
@@ -98,15 +93,7 @@ function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
   });
 }
 
-async function eventsOf(uid: string) {
-  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((e) => JSON.parse(e.Detail).uid === uid)
-    .map((e) => e.DetailType);
-}
+const eventsOf = (uid: string) => eventTypes(stack.dataDir, uid);
 
 describe.skipIf(!READY)('build → export → download through the local stack', () => {
   it('an export created while its build runs waits, then converts, pushes a referrer and downloads as qcow2', async () => {

@@ -13,6 +13,7 @@ import {
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 
 // A copy of the fake builder under a name of this file's own, so process checks see only its runs.
@@ -35,15 +36,8 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-async function waitFor(c: Client, name: string, reasons: string[], timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const body = (await c.req('GET', `/api/v1/imagebuilds/${name}`)).body;
-    if (reasons.includes(body?.status?.conditions?.[0]?.reason)) return body;
-    if (Date.now() > deadline) throw new Error(`${name} stayed ${body?.status?.conditions?.[0]?.reason}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = (c: Client, name: string, reasons: string[], timeoutMs?: number) =>
+  waitForReason(c, 'imagebuilds', name, reasons, timeoutMs);
 
 const build = (name: string, tag: string) =>
   imageBuild(name, { destination: { repository: 'dst', imageName: 'edge/os', imageTag: tag } });

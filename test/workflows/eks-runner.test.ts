@@ -10,9 +10,11 @@ import {
   type Client,
   imageBuild,
   imageExport,
+  type RunKind,
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 
 let stack: TestStack;
@@ -59,17 +61,8 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-async function waitFor(kind: 'imagebuilds' | 'imageexports', name: string, reasons: string[]) {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const body = (await admin.req('GET', `/api/v1/${kind}/${name}`)).body;
-    const reason = body?.status?.conditions?.[0]?.reason;
-    if (reasons.includes(reason)) return body;
-    if (Date.now() > deadline)
-      throw new Error(`${name} stayed ${reason}: ${body?.status?.conditions?.[0]?.message}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = (kind: RunKind, name: string, reasons: string[]) =>
+  waitForReason(admin, kind, name, reasons, 30_000);
 
 const build = (name: string, tag: string, spec: Record<string, unknown> = {}) =>
   imageBuild(name, { destination: { repository: 'dst', imageName: 'edge/os', imageTag: tag }, ...spec });

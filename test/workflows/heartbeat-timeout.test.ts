@@ -1,11 +1,3 @@
-// The cloud's heartbeat timeout, against the real store (DynamoDB Local): the heartbeat handler fed a
-// CloudWatch Logs subscription delivery (gzip + base64, the stream naming the run) records lastSeen;
-// the reconciler's sweep fails runs whose builder has been silent for longer than the heartbeat timeout
-// ("timed out: no heartbeat from the builder for N s"), stops their executions (the workflows port is
-// the recording double here), and leaves alone runs that beat, runs that moved on, and an export's
-// Pushing (the export step's own Lambda, no builder).
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logStreamName } from '../../functions/commons/domain/build-plan.js';
@@ -15,6 +7,7 @@ import { recordHeartbeats } from '../../functions/workflows/heartbeat.js';
 import { heartbeatTimeoutSeconds, reconcileSilent } from '../../functions/workflows/reconciler.js';
 import {
   type Client,
+  eventTypes,
   imageBuild,
   imageExport,
   repository,
@@ -70,15 +63,7 @@ function delivery(logStream: string, lines: string[]) {
   return { awslogs: { data: gzipSync(JSON.stringify(payload)).toString('base64') } };
 }
 
-async function eventsOf(uid: string) {
-  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((e) => JSON.parse(e.Detail).uid === uid)
-    .map((e) => e.DetailType);
-}
+const eventsOf = (uid: string) => eventTypes(stack.dataDir, uid);
 
 describe('heartbeat timeout in the cloud (heartbeat handler + reconciler sweep)', () => {
   let silent: WorkflowRef;

@@ -13,6 +13,7 @@ import {
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 
 const FAKE_BUILDER = join(__dirname, '../fixtures/fake-builder.sh');
@@ -40,17 +41,8 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-async function waitFor(name: string, reasons: string[], timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await admin.req('GET', `/api/v1/imagebuilds/${name}`);
-    const reason = res.body?.status?.conditions?.[0]?.reason;
-    if (reasons.includes(reason)) return res.body;
-    if (Date.now() > deadline)
-      throw new Error(`${name} stayed ${reason} (${res.body?.status?.conditions?.[0]?.message})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = (name: string, reasons: string[], timeoutMs = 30_000) =>
+  waitForReason(admin, 'imagebuilds', name, reasons, timeoutMs);
 
 /** The events of one run; waits briefly, since the status write lands just before its event. */
 async function events(uid: string, atLeast = 2) {

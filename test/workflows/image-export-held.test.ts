@@ -16,11 +16,14 @@ import { LocalStepFunctions } from '../../functions/local/local-workflows.js';
 import type { ReferrerPusher } from '../../functions/workflows/image-export.js';
 import {
   type Client,
+  eventTypes,
   imageBuild,
   imageExport,
+  type RunKind,
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 
 const ORG = 'org-held';
@@ -125,33 +128,10 @@ afterEach(async () => {
   delete stack.deps.settings.deleteWaitSeconds;
 });
 
-async function waitFor(
-  kind: 'imagebuilds' | 'imageexports',
-  name: string,
-  reasons: string[],
-  timeoutMs = 20_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const body = (await admin.req('GET', `/api/v1/${kind}/${name}`)).body;
-    const reason = body?.status?.conditions?.[0]?.reason;
-    if (reasons.includes(reason)) return body;
-    if (Date.now() > deadline)
-      throw new Error(`${name} stayed ${reason}: ${body?.status?.conditions?.[0]?.message}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = (kind: RunKind, name: string, reasons: string[], timeoutMs?: number) =>
+  waitForReason(admin, kind, name, reasons, timeoutMs);
 
-/** The detail-types of one run's events, in order. */
-async function eventsOf(uid: string): Promise<string[]> {
-  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((e) => JSON.parse(e.Detail).uid === uid)
-    .map((e) => e.DetailType);
-}
+const eventsOf = (uid: string) => eventTypes(stack.dataDir, uid);
 
 /** The runner's record of stop requests for one run. */
 async function stopsOf(uid: string): Promise<{ reason: string }[]> {

@@ -1,18 +1,15 @@
-// The export state machine (statemachines/image-export.asl.json) executed locally with the same step
-// handler, the CodeBuild stand-in and stand-in scripts (the real exporter runs in test/e2e): waits for
-// its build, ends with a failed or canceled build, converter failure, cancel while Pending and while
-// Converting; each with exactly one event per transition. The referrer push is observed through the pusher
-// the runner is given (image-export-held.test.ts holds it, for the Pushing phase).
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Client,
+  eventTypes,
   imageBuild,
   imageExport,
+  type RunKind,
   repository,
   startTestStack,
   type TestStack,
+  waitForReason,
 } from '../fixtures/local-stack.js';
 
 let stack: TestStack;
@@ -31,33 +28,10 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 
-async function waitFor(
-  kind: 'imagebuilds' | 'imageexports',
-  name: string,
-  reasons: string[],
-  timeoutMs = 20_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const body = (await admin.req('GET', `/api/v1/${kind}/${name}`)).body;
-    const reason = body?.status?.conditions?.[0]?.reason;
-    if (reasons.includes(reason)) return body;
-    if (Date.now() > deadline)
-      throw new Error(`${name} stayed ${reason}: ${body?.status?.conditions?.[0]?.message}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const waitFor = (kind: RunKind, name: string, reasons: string[], timeoutMs?: number) =>
+  waitForReason(admin, kind, name, reasons, timeoutMs);
 
-/** The detail-types of one run's events, in order. */
-async function eventsOf(uid: string): Promise<string[]> {
-  const text = await readFile(join(stack.dataDir, 'events.jsonl'), 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((e) => JSON.parse(e.Detail).uid === uid)
-    .map((e) => e.DetailType);
-}
+const eventsOf = (uid: string) => eventTypes(stack.dataDir, uid);
 
 const build = (name: string, tag: string) =>
   imageBuild(name, { destination: { repository: 'dst', imageName: 'edge/os', imageTag: tag } });
