@@ -417,6 +417,8 @@ export class ImageBuilder extends Construct {
       BUILDER_LOG_GROUP: this.builders.logGroup.logGroupName,
       EVENT_BUS_NAME: this.events.busName,
       BUILD_CONTEXT_BUCKET: this.contextStore.bucketName,
+      // The quota ledger sizes a slot's lifetime from it (functions/commons/domain/quotas.ts).
+      BUILD_TIMEOUT_SECONDS: String(buildTimeoutMinutes * 60),
       ...(props.agentRepoUrl ? { AGENT_REPO_URL: props.agentRepoUrl } : {}),
     };
     const functions = {} as Record<ApiFunctionName, ApiFunction>;

@@ -207,7 +207,7 @@ for x in SOURCE DEST; do
   check_bool "$tls_var" "$tls"
   ca=${!ca_var:-}
   # The plan names the CA bundles the context carries by their path in it.
-  if [[ -n "$ca" && "$ca" != /* && "$MODE" == build ]]; then ca="$CONTEXT_DIR/$ca"; fi
+  if [[ -n "$ca" && "$ca" != /* && -n "${IB_CONTEXT_DIR:-}" ]]; then ca="$IB_CONTEXT_DIR/$ca"; fi
   if [[ -n "$ca" ]]; then
     [[ -r "$ca" && -f "$ca" ]] || bad_input "$ca_var is not a readable file: '$ca'"
     grep -q 'BEGIN CERTIFICATE' "$ca" || bad_input "$ca_var holds no PEM certificate: '$ca'"

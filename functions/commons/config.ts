@@ -7,6 +7,7 @@ import { EventBridgePublisher } from './adapters/eventbridge-events.js';
 import { S3ObjectStore } from './adapters/s3-objects.js';
 import { SecretsManagerSecretStore } from './adapters/secrets-manager.js';
 import { StepFunctionsWorkflows } from './adapters/sfn-workflows.js';
+import { DEFAULT_DELETE_WAIT_SECONDS } from './domain/image-builds.js';
 import type { Deps, Logger, Settings } from './ports.js';
 
 export const jsonLogger: Logger = {
@@ -31,7 +32,7 @@ export function settingsFromEnv(defaults: Partial<Settings> = {}): Settings {
     contextBucket: process.env.BUILD_CONTEXT_BUCKET ?? defaults.contextBucket ?? '',
     buildTimeoutSeconds: num('BUILD_TIMEOUT_SECONDS', defaults.buildTimeoutSeconds ?? 7200),
     heartbeatSeconds: num('BUILD_HEARTBEAT_SECONDS', defaults.heartbeatSeconds ?? 30),
-    deleteWaitSeconds: num('DELETE_WAIT_SECONDS', defaults.deleteWaitSeconds ?? 25),
+    deleteWaitSeconds: num('DELETE_WAIT_SECONDS', defaults.deleteWaitSeconds ?? DEFAULT_DELETE_WAIT_SECONDS),
     ...(process.env.AGENT_REPO_URL ? { agentRepoUrl: process.env.AGENT_REPO_URL } : {}),
     ...(process.env.BIB_IMAGE ? { bibImage: process.env.BIB_IMAGE } : {}),
     registryLayerCache: process.env.BUILD_REGISTRY_CACHE

@@ -67,11 +67,14 @@ const SILENCE_WATCHED: readonly ['ImageBuild' | 'ImageExport', string][] = [
 ];
 
 /**
- * Fails runs whose builder sent no heartbeat (status.lastSeen, set by every transition and every
- * heartbeat) for longer than the heartbeat timeout, and stops their executions. Failed is recorded
- * first, conditional on the run still being where the sweep saw it: a run that moved on meanwhile is
- * left alone, and the execution's ABORTED end, recorded after the stop, can no longer turn the run into
- * Canceled. One transition, so one event, per run.
+ * Fails runs whose builder beat and then fell silent (status.lastSeen, set by every transition and every
+ * heartbeat, older than the heartbeat timeout), and stops their executions. Only runs that have beaten
+ * since entering their state are judged: before its first beat a job may still wait in CodeBuild's queue
+ * or for a node, and a runner whose logs carry no heartbeats (EKS without a log agent) must not be failed
+ * for it; those are bounded by the build timeout instead. Failed is recorded first, conditional on the
+ * stored run still being where it was and still silent (re-checked on the fresh read): a run that moved
+ * on or beat meanwhile is left alone, and the execution's ABORTED end, recorded after the stop, can no
+ * longer turn the run into Canceled. One transition, so one event, per run.
  */
 export async function reconcileSilent(deps: Deps, opts: SilenceOptions): Promise<{ timedOut: string[] }> {
   const now = (opts.now ?? new Date()).getTime();
@@ -79,15 +82,19 @@ export async function reconcileSilent(deps: Deps, opts: SilenceOptions): Promise
   const timedOut: string[] = [];
   for (const [kind, reason] of SILENCE_WATCHED) {
     // Entered the reason before the cutoff: one that entered later has been seen since (the transition).
-    for (const item of await deps.store.listInReason(kind, reason, cutoff, opts.limit ?? 100)) {
-      const status = (item.doc as { status?: { lastSeen?: string; startTime?: string } }).status;
-      const lastSeen = status?.lastSeen ?? status?.startTime ?? cutoff;
-      if (lastSeen >= cutoff) continue;
+    for (const item of await deps.store.listInReason(kind, reason, cutoff, opts.limit ?? 1000)) {
+      if (!beatThenFellSilent(item, cutoff)) continue;
+      const lastSeen = (item.doc as { status: { lastSeen: string } }).status.lastSeen;
       const ref = workflowRef(item);
       const silentFor = Math.round((now - Date.parse(lastSeen)) / 1000);
       const message = `timed out: no heartbeat from the builder for ${silentFor} s`;
       try {
-        const failed = await transition(deps, ref, { reason: 'Failed', message, from: [reason] });
+        const failed = await transition(deps, ref, {
+          reason: 'Failed',
+          message,
+          from: [reason],
+          when: (stored) => beatThenFellSilent(stored, cutoff),
+        });
         if (!failed) continue;
         timedOut.push(`${item.orgId}/${kind}/${item.name}`);
         if (kind === 'ImageBuild') await settleWaitingExports(deps, ref, 'Failed');
@@ -103,6 +110,16 @@ export async function reconcileSilent(deps: Deps, opts: SilenceOptions): Promise
   }
   if (timedOut.length) deps.logger.info('reconciler timed out silent runs', { timedOut });
   return { timedOut };
+}
+
+/** A heartbeat arrived after the run entered its state, and none since `cutoff`. */
+function beatThenFellSilent(item: StoredResource, cutoff: string): boolean {
+  const status = (
+    item.doc as { status?: { lastSeen?: string; conditions?: { lastTransitionTime?: string }[] } }
+  ).status;
+  const lastSeen = status?.lastSeen;
+  const entered = status?.conditions?.[0]?.lastTransitionTime;
+  return Boolean(lastSeen && entered && lastSeen > entered && lastSeen < cutoff);
 }
 
 /** The heartbeat timeout of this deployment (HEARTBEAT_TIMEOUT_SECONDS, at least 120 s). */

@@ -32,7 +32,7 @@ export interface ApiFunctionProps {
   readonly memorySize?: number;
   /**
    * @default 29 seconds: the HTTP API gives up on an integration after 30 s, and DELETE of a build waits
-   * up to 25 s (DELETE_WAIT_SECONDS) for its runs to stop
+   * up to 20 s (DELETE_WAIT_SECONDS) for its runs to stop, then deletes what they leave
    */
   readonly timeout?: Duration;
 }

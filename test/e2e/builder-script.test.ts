@@ -314,6 +314,19 @@ describe.skipIf(skipReason !== '')(
       expect(lastLine(relativeCa.out)).toMatch(
         /IB_DEST_CA_FILE holds no PEM certificate: '\/.*\/Containerfile'/,
       );
+      // The manifest list job too (CodeBuild runs it with the context unpacked, like the builds).
+      const relativeCaManifest = await runScript(
+        buildEnv('app', `${appRef}:x`, {
+          IB_MODE: 'manifest',
+          IB_MANIFEST_SOURCES: `${appRef}@sha256:${'a'.repeat(64)}`,
+          IB_DEST_REGISTRY: dest.host,
+          IB_DEST_CA_FILE: 'Containerfile',
+        }),
+      );
+      expect(relativeCaManifest.code).toBe(2);
+      expect(lastLine(relativeCaManifest.out)).toMatch(
+        /IB_DEST_CA_FILE holds no PEM certificate: '\/.*\/Containerfile'/,
+      );
       const injected = await runScript(buildEnv('app', '--rm ; touch /tmp/pwned'));
       expect(injected.code).toBe(2);
     });

@@ -211,6 +211,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
         BUILDER_LOG_GROUP: { Ref: expect.stringMatching(/BuildersLogs/) },
         EVENT_BUS_NAME: { Ref: expect.stringMatching(/EventsBus/) },
         BUILD_CONTEXT_BUCKET: { Ref: expect.stringMatching(/BuildContextsBucket/) },
+        // Sizes quota slots (2 h default): the API takes them.
+        BUILD_TIMEOUT_SECONDS: '7200',
       });
     }
   });

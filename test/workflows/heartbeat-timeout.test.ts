@@ -2,6 +2,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logStreamName } from '../../functions/commons/domain/build-plan.js';
 import { readyCondition, workflowRef } from '../../functions/commons/domain/resources.js';
+import { touch } from '../../functions/commons/domain/transitions.js';
 import type { StoredResource, WorkflowRef } from '../../functions/commons/ports.js';
 import { recordHeartbeats } from '../../functions/workflows/heartbeat.js';
 import { heartbeatTimeoutSeconds, reconcileSilent } from '../../functions/workflows/reconciler.js';
@@ -157,8 +158,36 @@ describe('heartbeat timeout in the cloud (heartbeat handler + reconciler sweep)'
     ).toEqual([]);
     const muchLater = new Date(Date.now() + 700_000);
     const { timedOut } = await reconcileSilent(stack.deps, { heartbeatTimeoutSeconds: 600, now: muchLater });
-    expect(timedOut.sort()).toEqual([`${ORG}/ImageBuild/beating`, `${ORG}/ImageBuild/fresh`]);
+    expect(timedOut).toEqual([`${ORG}/ImageBuild/beating`]);
+    // "fresh" never beat since it entered Building (a job still queued, or an EKS pod whose logs reach no
+    // subscription): the sweep leaves it to the build timeout.
+    expect((await get('imagebuilds', 'fresh')).status.conditions[0].reason).toBe('Building');
+    expect(stack.workflows.stops.map((s) => s.ref)).not.toContainEqual(fresh);
+    // Once it beats, silence counts.
+    await recordHeartbeats(stack.deps, delivery(logStreamName(fresh, 'x86_64'), ['[heartbeat] now']));
+    const muchMuchLater = new Date(Date.now() + 700_000);
+    const again = await reconcileSilent(stack.deps, { heartbeatTimeoutSeconds: 600, now: muchMuchLater });
+    expect(again.timedOut).toEqual([`${ORG}/ImageBuild/fresh`]);
     expect(stack.workflows.stops.map((s) => s.ref)).toContainEqual(fresh);
+  });
+
+  it('does not fail a run whose heartbeat lands between the sweep’s list and its write', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('racing'));
+    const racing = await setRun('ImageBuild', 'racing', 'Building', ago(1200), ago(900));
+    const store = stack.deps.store;
+    const list = store.listInReason.bind(store);
+    store.listInReason = async (...args) => {
+      const items = await list(...args);
+      if (items.some((i) => i.name === 'racing')) await touch(stack.deps, racing); // the beat arrives now
+      return items;
+    };
+    try {
+      const { timedOut } = await reconcileSilent(stack.deps, { heartbeatTimeoutSeconds: 600 });
+      expect(timedOut).not.toContain(`${ORG}/ImageBuild/racing`);
+      expect((await get('imagebuilds', 'racing')).status.conditions[0].reason).toBe('Building');
+    } finally {
+      store.listInReason = list;
+    }
   });
 
   it('takes the timeout from HEARTBEAT_TIMEOUT_SECONDS, never below 120 s, else 4 heartbeat periods', () => {

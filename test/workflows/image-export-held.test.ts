@@ -353,7 +353,7 @@ describe('image-export with held hand-offs, locally', () => {
     const del = await admin.req('DELETE', '/api/v1/imagebuilds/t-build');
     const took = Date.now() - started;
     expect(took).toBeGreaterThanOrEqual(1000); // it waited for the bound…
-    expect(took).toBeLessThan(10_000); // …not the default 25 s
+    expect(took).toBeLessThan(10_000); // …not the default 20 s
     expect(del.status).toBe(200);
     expect(del.body).toMatchObject({ kind: 'Status', status: 'Success' });
     expect(del.body.message).toBe(

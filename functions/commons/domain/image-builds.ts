@@ -157,8 +157,12 @@ export async function listImageBuilds(deps: Deps, p: Principal, params: ListPara
   return { ...result, presented: items };
 }
 
-/** DELETE of a build waits this long for its runs to stop unless settings say otherwise. */
-export const DEFAULT_DELETE_WAIT_SECONDS = 25;
+/**
+ * DELETE of a build waits this long for its runs to stop unless settings say otherwise: with the deletions
+ * that follow (each export's disk image and row, then the build) it must end within the API Lambda's 29 s
+ * and API Gateway's 30 s.
+ */
+export const DEFAULT_DELETE_WAIT_SECONDS = 20;
 /** How often the waiting DELETE reads the runs it stopped. */
 const DELETE_POLL_MS = 250;
 

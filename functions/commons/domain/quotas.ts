@@ -3,9 +3,11 @@
 // before it writes the build and gives it back if the write fails; a build that ends gives back its
 // active slot. Concurrent creates serialize on the ledger's version, so they can never exceed a limit.
 // A slot can outlive its build only if a process dies between two writes (after taking the slot and
-// before writing the build, or after recording the end and before giving it back). No build runs longer
-// than the build timeout, so a slot older than that plus an hour is such a leftover: it is not counted
-// and is dropped at the next write, so a crash never costs an org a slot for good.
+// before writing the build, or after recording the end and before giving it back). A build is at most
+// two builder jobs one after the other (the architectures in parallel, then the manifest list), each
+// bounded by the build timeout plus CodeBuild's 8-hour queue limit; a slot older than that plus an hour
+// is such a leftover: it is not counted and is dropped at the next write, so a crash never costs an org
+// a slot for good.
 import type { Deps } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import { QuotaExceededError } from './errors.js';
@@ -30,7 +32,7 @@ export interface QuotaLedgerState {
 
 export type QuotaDecision = { ok: true; next: QuotaLedgerState } | { ok: false; error: QuotaExceededError };
 
-/** Slots taken at most this long ago (the build timeout plus an hour); older ones are leftovers. */
+/** Slots taken at most this long ago are live; older ones are leftovers (see the top of this file). */
 export function liveSlots(
   active: QuotaLedgerState['active'],
   slotLifetimeSeconds: number,
@@ -81,7 +83,7 @@ export function limitsFor(deps: Deps, orgId: string): QuotaLimits & { slotLifeti
     ...DEFAULT_QUOTA,
     ...deps.settings.quota,
     ...deps.settings.quotaOverrides?.[orgId],
-    slotLifetimeSeconds: deps.settings.buildTimeoutSeconds + 3600,
+    slotLifetimeSeconds: 2 * (deps.settings.buildTimeoutSeconds + 8 * 3600) + 3600,
   };
 }
 

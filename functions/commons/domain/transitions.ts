@@ -31,6 +31,8 @@ export interface TransitionRequest {
   from?: readonly string[];
   /** The resource as the caller just read it: saves the first read (a stale copy only costs a retry). */
   current?: StoredResource<AnyRun>;
+  /** Applies only while this holds for the stored resource (checked on every attempt). */
+  when?: (item: StoredResource<AnyRun>) => boolean;
 }
 
 export function canTransition(current: string, next: string): boolean {
@@ -58,11 +60,12 @@ export async function transition(
     if ((item.doc.metadata.generation ?? 1) !== ref.generation) return undefined;
     const current = readyReason(item.doc) ?? 'Pending';
     if (req.from && !req.from.includes(current)) return undefined;
+    if (req.when && !req.when(item)) return undefined;
     if (!canTransition(current, req.reason)) return undefined;
     const time = now();
     const status = { ...(item.doc.status ?? {}), ...(req.status ?? {}) } as Record<string, unknown>;
-    status.conditions = [readyCondition(req.reason, req.message)];
-    status.lastSeen = time;
+    status.conditions = [{ ...readyCondition(req.reason, req.message), lastTransitionTime: time }];
+    status.lastSeen = time; // the same instant: "seen since the transition" means a later heartbeat
     if (EVENT_FOR[req.reason] === 'Started') status.startTime = time;
     if (TERMINAL_REASONS.has(req.reason)) status.completionTime = time;
     const next: StoredResource<AnyRun> = {
