@@ -103,16 +103,20 @@ async function publish(deps: Deps, e: Extract<ExportStepEvent, { step: 'publish'
   const size = Number(exported(e.converted, 'IB_SIZE'));
   if (!/^[0-9a-f]{64}$/.test(sha256) || !Number.isFinite(size))
     throw new Error('the exporter reported an invalid checksum or size');
-  const pushing = await transition(deps, e.ref, {
-    reason: 'Pushing',
-    message: `Pushing the ${e.plan.format} referrer`,
-    from: ['Converting'],
-  });
+  // The Pushing transition and the reads the push needs at once: one round trip.
+  const [pushing, { build, registry }] = await Promise.all([
+    transition(deps, e.ref, {
+      reason: 'Pushing',
+      message: `Pushing the ${e.plan.format} referrer`,
+      from: ['Converting'],
+    }),
+    load(deps, e.ref),
+  ]);
   if (!pushing) throw new RunNotActiveError(`ImageExport "${e.ref.name}" is no longer converting`);
-  const { build, registry } = await load(deps, e.ref);
   const manifestDigest = await push({ deps, registry, build, plan: e.plan, sha256, size });
   const amiId = e.converted.exported.find((v) => v.Name === 'IB_AMI_ID')?.Value;
   await transition(deps, e.ref, {
+    current: pushing,
     reason: 'Completed',
     message: `${e.plan.fileName} is ready to download`,
     status: {
