@@ -117,7 +117,16 @@ export interface QuotaLedger {
    * Applies `change` to the current state and writes the result conditionally, retrying on a
    * concurrent write; `change` may throw (the quota is exceeded) or return undefined (nothing to do).
    */
-  update(orgId: string, change: (state: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void>;
+  update(
+    orgId: string,
+    change: (state: QuotaLedgerState) => QuotaLedgerState | undefined,
+    /**
+     * Created in the same transaction as the ledger write: both or neither (a build is never stored
+     * without its slot, nor a slot taken for a build that was not stored). A resource of that name
+     * already there is a ConflictError, and the ledger is left as it was.
+     */
+    alsoCreate?: StoredResource,
+  ): Promise<void>;
 }
 
 export interface Logger {

@@ -87,6 +87,22 @@ describe('quotas', () => {
 });
 
 describe('discoverability', () => {
+  it('concurrent creates of one name: one 201, the others 409, and exactly one slot taken', async () => {
+    const c = await stack.as('org-same-name');
+    await seedRepositories(c);
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () => c.req('POST', '/api/v1/imagebuilds', imageBuild('twin'))),
+    );
+    expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+    for (const r of results.filter((x) => x.status === 409)) expect(r.body.message).toMatch(/already exists/);
+    const quota = await c.req('GET', '/api/v1/quota');
+    expect(quota.body.usage).toEqual({ activeBuilds: 1, buildsInWindow: 1 });
+    const stored = await stack.deps.store.get('org-same-name', 'ImageBuild', 'twin');
+    expect(Object.keys((await stack.deps.quotas.read('org-same-name')).active)).toEqual([
+      stored?.doc.metadata.uid,
+    ]);
+  });
+
   it('two processes share the ledger: a copy remembered by one never skips a release or refuses a free slot', async () => {
     // Two Lambda containers: each remembers the ledger as it last wrote it.
     const a = { ...stack.deps, quotas: new DynamoDbQuotaLedger(stack.dynamo.client, stack.tableName) };

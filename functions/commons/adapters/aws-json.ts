@@ -42,6 +42,8 @@ export class AwsServiceError extends Error {
     readonly type: string,
     readonly status: number,
     message: string,
+    /** DynamoDB TransactionCanceledException: one code per item of the transaction ("None" if it was fine). */
+    readonly cancellationReasons: string[] = [],
   ) {
     super(`${type}: ${message}`);
     this.name = type;
@@ -94,15 +96,22 @@ export class AwsJsonClient {
       if (res.ok) return (text ? JSON.parse(text) : {}) as T;
       let type = `Http${res.status}`;
       let message = text.slice(0, 500);
+      let reasons: string[] = [];
       try {
-        const err = JSON.parse(text) as { __type?: string; message?: string; Message?: string };
+        const err = JSON.parse(text) as {
+          __type?: string;
+          message?: string;
+          Message?: string;
+          CancellationReasons?: { Code?: string }[];
+        };
         type = err.__type?.split('#').pop() ?? type;
         message = err.message ?? err.Message ?? message;
+        reasons = err.CancellationReasons?.map((r) => r.Code ?? 'None') ?? [];
       } catch {
         // not JSON: keep the status and the start of the body
       }
       if (!RETRYABLE.has(type) || attempt >= MAX_ATTEMPTS)
-        throw new AwsServiceError(type, res.status, message);
+        throw new AwsServiceError(type, res.status, message, reasons);
       await new Promise((r) => setTimeout(r, Math.random() * 50 * 2 ** attempt));
     }
   }

@@ -7,7 +7,7 @@ import type { QuotaLedgerState } from '../domain/quotas.js';
 import { readyReason } from '../domain/resources.js';
 import type { Kind } from '../domain/types.js';
 import type { PageQuery, QuotaLedger, ResourceStore, StoredResource } from '../ports.js';
-import { type AwsJsonClient, isAwsError } from './aws-json.js';
+import { type AwsJsonClient, type AwsServiceError, isAwsError } from './aws-json.js';
 
 export const BY_BUILD_INDEX = 'byBuild';
 export const BY_REASON_INDEX = 'byReason';
@@ -269,7 +269,11 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
    */
   private readonly lastWritten = new Map<string, { state: QuotaLedgerState; version: number }>();
 
-  async update(orgId: string, change: (s: QuotaLedgerState) => QuotaLedgerState | undefined): Promise<void> {
+  async update(
+    orgId: string,
+    change: (s: QuotaLedgerState) => QuotaLedgerState | undefined,
+    alsoCreate?: StoredResource,
+  ): Promise<void> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const cached = attempt === 0 ? this.lastWritten.get(orgId) : undefined;
       const { state, version } = cached ?? (await this.load(orgId));
@@ -284,22 +288,50 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
         if (cached) continue;
         return;
       }
+      const ledgerPut = {
+        TableName: this.tableName,
+        Item: marshall({ pk: `${orgId}#Quota`, sk: 'builds', q: JSON.stringify(next), qv: version + 1 }),
+        ...(version === 0
+          ? { ConditionExpression: 'attribute_not_exists(pk)' }
+          : {
+              ConditionExpression: 'qv = :v',
+              ExpressionAttributeValues: { ':v': { N: String(version) } },
+            }),
+      };
       try {
-        await this.db.call('PutItem', {
-          TableName: this.tableName,
-          Item: marshall({ pk: `${orgId}#Quota`, sk: 'builds', q: JSON.stringify(next), qv: version + 1 }),
-          ...(version === 0
-            ? { ConditionExpression: 'attribute_not_exists(pk)' }
-            : {
-                ConditionExpression: 'qv = :v',
-                ExpressionAttributeValues: { ':v': { N: String(version) } },
-              }),
-        });
+        if (alsoCreate) {
+          await this.db.call('TransactWriteItems', {
+            TransactItems: [
+              { Put: ledgerPut },
+              {
+                Put: {
+                  TableName: this.tableName,
+                  Item: marshall(toItem(alsoCreate)),
+                  ConditionExpression: 'attribute_not_exists(pk)',
+                },
+              },
+            ],
+          });
+        } else {
+          await this.db.call('PutItem', ledgerPut);
+        }
         if (this.lastWritten.size >= 1000) this.lastWritten.clear();
         this.lastWritten.set(orgId, { state: next, version: version + 1 });
         return;
       } catch (err) {
-        if (!isAwsError(err, 'ConditionalCheckFailedException')) throw err;
+        if (
+          isAwsError(err, 'TransactionCanceledException') &&
+          (err as AwsServiceError).cancellationReasons[1] === 'ConditionalCheckFailed' &&
+          alsoCreate
+        ) {
+          throw new ConflictError(`${alsoCreate.kind} "${alsoCreate.name}" already exists`, 'AlreadyExists');
+        }
+        // The ledger moved (or, in a transaction, another one held it): read it again and retry.
+        if (
+          !isAwsError(err, 'ConditionalCheckFailedException') &&
+          !isAwsError(err, 'TransactionCanceledException')
+        )
+          throw err;
         this.lastWritten.delete(orgId);
         if (cached) continue; // only the copy was stale: read and try again at once
         // Full jitter, growing to 200 ms: concurrent creates of one org take turns on this item.

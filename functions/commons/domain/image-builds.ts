@@ -93,13 +93,8 @@ export async function createImageBuild(deps: Deps, p: Principal, body: unknown) 
   if (existing) {
     throw new ConflictError(`ImageBuild "${item.name}" already exists`, 'AlreadyExists');
   }
-  await acquireBuildSlot(deps, p.orgId, uid);
-  try {
-    await deps.store.create(item);
-  } catch (err) {
-    await releaseBuildSlot(deps, p.orgId, uid, true);
-    throw err;
-  }
+  // The slot and the build in one transaction: both are stored or neither.
+  await acquireBuildSlot(deps, p.orgId, uid, item);
   await startWorkflow(deps, item);
   return present(item);
 }

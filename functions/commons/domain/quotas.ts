@@ -1,14 +1,14 @@
 // Per-org build quotas (CONTRACT §3): builds created per sliding window and builds active at once.
-// Enforced race-free by a ledger (one conditional item per org in the store): a create takes a slot
-// before it writes the build and gives it back if the write fails; a build that ends gives back its
-// active slot. Concurrent creates serialize on the ledger's version, so they can never exceed a limit.
-// A slot can outlive its build only if a process dies between two writes (after taking the slot and
-// before writing the build, or after recording the end and before giving it back). A build is at most
+// Enforced race-free by a ledger (one conditional item per org in the store): a create takes its slot
+// and stores the build in one transaction (both or neither); a build that ends gives back its active
+// slot. Concurrent creates serialize on the ledger's version, so they can never exceed a limit.
+// A slot can outlive its build only if a process dies between two writes (after recording the end and
+// before giving the slot back, or between a retry's slot and its write). A build is at most
 // two builder jobs one after the other (the architectures in parallel, then the manifest list), each
 // bounded by the build timeout plus CodeBuild's 8-hour queue limit; a slot older than that plus an hour
 // is such a leftover: it is not counted and is dropped at the next write, so a crash never costs an org
 // a slot for good.
-import type { Deps } from '../ports.js';
+import type { Deps, StoredResource } from '../ports.js';
 import { authorize, type Principal } from './auth.js';
 import { QuotaExceededError } from './errors.js';
 
@@ -87,13 +87,23 @@ export function limitsFor(deps: Deps, orgId: string): QuotaLimits & { slotLifeti
   };
 }
 
-export async function acquireBuildSlot(deps: Deps, orgId: string, uid: string): Promise<void> {
+/** Takes a slot for build `uid`; with `alsoCreate`, stores that build in the same transaction. */
+export async function acquireBuildSlot(
+  deps: Deps,
+  orgId: string,
+  uid: string,
+  alsoCreate?: StoredResource,
+): Promise<void> {
   const limits = limitsFor(deps, orgId);
-  await deps.quotas.update(orgId, (state) => {
-    const d = decide(state, limits, uid, Math.floor(Date.now() / 1000));
-    if (!d.ok) throw d.error;
-    return d.next;
-  });
+  await deps.quotas.update(
+    orgId,
+    (state) => {
+      const d = decide(state, limits, uid, Math.floor(Date.now() / 1000));
+      if (!d.ok) throw d.error;
+      return d.next;
+    },
+    alsoCreate,
+  );
 }
 
 /** A build ended (or its create failed): its active slot is free again. */
