@@ -87,7 +87,8 @@ describe('heartbeat timeout in the cloud (heartbeat handler + reconciler sweep)'
       await admin.req('POST', '/api/v1/imageexports', imageExport(name, 'done'));
     silent = await setRun('ImageBuild', 'silent', 'Building', ago(1200), ago(900));
     beating = await setRun('ImageBuild', 'beating', 'Building', ago(1200), ago(900));
-    fresh = await setRun('ImageBuild', 'fresh', 'Building', ago(30), ago(30));
+    const entered = ago(30); // entered Building and not heard from since: one instant for both
+    fresh = await setRun('ImageBuild', 'fresh', 'Building', entered, entered);
     await setRun('ImageBuild', 'done', 'Completed', ago(1200), ago(1200));
     converting = await setRun('ImageExport', 'conv', 'Converting', ago(1200), ago(700));
     pushing = await setRun('ImageExport', 'push', 'Pushing', ago(1200), ago(700));
