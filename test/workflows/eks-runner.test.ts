@@ -8,10 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalWorkflowOptions } from '../../functions/local/local-workflows.js';
 import {
   type Client,
+  DEST_WITH_LOGIN,
   imageBuild,
   imageExport,
   type RunKind,
-  repository,
+  seedRepositories,
   startTestStack,
   type TestStack,
   waitForReason,
@@ -48,16 +49,7 @@ beforeAll(async () => {
     return put(key, body, contentType);
   };
   admin = await stack.as('org-k');
-  await admin.req('POST', '/api/v1/repositories', repository('src'));
-  await admin.req(
-    'POST',
-    '/api/v1/repositories',
-    repository('dst', {
-      registry: 'registry.example.com:5000',
-      accessMode: 'ReadWrite',
-      ociAuth: { authType: 'docker', username: 'robot', password: 'dest-password-123' },
-    }),
-  );
+  await seedRepositories(admin, { dst: DEST_WITH_LOGIN });
 });
 afterAll(() => stack.close());
 

@@ -9,8 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResourceStore } from '../../functions/commons/ports.js';
 import {
   type Client,
+  DEST_WITH_LOGIN,
   imageBuild,
-  repository,
+  seedRepositories,
   startTestStack,
   type TestStack,
   waitForReason,
@@ -28,16 +29,7 @@ beforeAll(async () => {
     settings: { buildTimeoutSeconds: 30, heartbeatSeconds: 1 },
   });
   admin = await stack.as('org-a');
-  await admin.req('POST', '/api/v1/repositories', repository('src'));
-  await admin.req(
-    'POST',
-    '/api/v1/repositories',
-    repository('dst', {
-      registry: 'registry.example.com:5000',
-      accessMode: 'ReadWrite',
-      ociAuth: { authType: 'docker', username: 'robot', password: 'dest-password-123' },
-    }),
-  );
+  await seedRepositories(admin, { dst: DEST_WITH_LOGIN });
 });
 afterAll(() => stack.close());
 
