@@ -10,6 +10,10 @@ import type { PageQuery, QuotaLedger, ResourceStore, StoredResource } from '../p
 import { type AwsJsonClient, type AwsServiceError, isAwsError } from './aws-json.js';
 
 export const BY_BUILD_INDEX = 'byBuild';
+
+/** A conditional create found the name taken. */
+const alreadyExists = (r: StoredResource) =>
+  new ConflictError(`${r.kind} "${r.name}" already exists`, 'AlreadyExists');
 export const BY_REASON_INDEX = 'byReason';
 
 interface Item {
@@ -105,7 +109,7 @@ export class DynamoDbResourceStore implements ResourceStore {
       });
     } catch (err) {
       if (isAwsError(err, 'ConditionalCheckFailedException')) {
-        throw new ConflictError(`${r.kind} "${r.name}" already exists`, 'AlreadyExists');
+        throw alreadyExists(r);
       }
       throw err;
     }
@@ -324,7 +328,7 @@ export class DynamoDbQuotaLedger implements QuotaLedger {
           (err as AwsServiceError).cancellationReasons[1] === 'ConditionalCheckFailed' &&
           alsoCreate
         ) {
-          throw new ConflictError(`${alsoCreate.kind} "${alsoCreate.name}" already exists`, 'AlreadyExists');
+          throw alreadyExists(alsoCreate);
         }
         // The ledger moved (or, in a transaction, another one held it): read it again and retry.
         if (

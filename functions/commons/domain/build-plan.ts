@@ -75,6 +75,10 @@ export const CONTEXT_ARCHIVE = 'context.tar';
 
 const plain = (Name: string, Value: string): EnvVar => ({ Name, Value, Type: 'PLAINTEXT' });
 
+/** A builder job's timeout in whole minutes, within CodeBuild's bounds (5–2160). */
+export const jobTimeoutMinutes = (timeoutSeconds: number): number =>
+  Math.min(2160, Math.max(5, Math.ceil(timeoutSeconds / 60)));
+
 /**
  * Log stream (CodeBuild appends `/<build id>`) of one job of a run: `<uid>-<generation>/<part>/<kind>/
  * <org, URI-encoded>/<name>`. It starts with the execution name, which is what the log API filters on,
@@ -195,7 +199,7 @@ export function planBuild(
     ...registryEnv('SOURCE', source),
     ...registryEnv('DEST', destination),
   ];
-  const timeoutMinutes = Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60)));
+  const timeoutMinutes = jobTimeoutMinutes(settings.buildTimeoutSeconds);
   return {
     contextPrefix: prefix,
     destination: destinationRef,

@@ -6,6 +6,7 @@ import {
   type JobPlan,
   jobFor,
   jobName,
+  jobTimeoutMinutes,
   k8sArch,
   logStreamName,
   type Runner,
@@ -78,7 +79,7 @@ export function planExport(
         }
       : {}),
   });
-  const timeoutMinutes = Math.min(2160, Math.max(5, Math.ceil(settings.buildTimeoutSeconds / 60)));
+  const timeoutMinutes = jobTimeoutMinutes(settings.buildTimeoutSeconds);
   const env: EnvVar[] = [
     plain('IB_JOB', 'export'),
     plain('IB_IMAGE_REF', imageRef),

@@ -210,13 +210,13 @@ async function afterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string
 /** `ran`: the run got past Pending, so an export may have left a disk image. */
 async function cleanUpAfterEnd(deps: Deps, item: StoredResource<AnyRun>, reason: string, ran: boolean) {
   if (item.kind === 'ImageExport') {
-    // Only a Completed export can be downloaded: a disk image left by a canceled or failed run (one
-    // canceled while Pushing has a whole one) would only cost storage until the retention rule.
-    if (ran && (reason !== 'Completed' || deletionRequested(item)))
-      await deps.objects.deletePrefix(artifactPrefix(workflowRef(item)));
     if (deletionRequested(item)) {
-      await deps.store.delete(item.orgId, 'ImageExport', item.name);
+      await deleteExportNow(deps, item);
       if (item.buildRef) await finishBuildDeletion(deps, item.orgId, item.buildRef);
+    } else if (ran && reason !== 'Completed') {
+      // Only a Completed export can be downloaded: a disk image left by a canceled or failed run (one
+      // canceled while Pushing has a whole one) would only cost storage until the retention rule.
+      await deps.objects.deletePrefix(artifactPrefix(workflowRef(item)));
     }
   } else if (deletionRequested(item)) {
     await finishBuildDeletion(deps, item.orgId, item.name);
