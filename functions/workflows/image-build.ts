@@ -12,8 +12,8 @@ import {
   planBuild,
   planManifestJob,
   planManifestList,
-  RUNNERS,
   type Runner,
+  runnerOf,
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
 import { readyReason, workflowRef } from '../commons/domain/resources.js';
@@ -51,13 +51,6 @@ async function load<T extends ImageBuild | Repository>(
   name: string,
 ) {
   return (await deps.store.get(orgId, kind as 'ImageBuild', name)) as StoredResource<T> | undefined;
-}
-
-/** The runner the definition names; an unknown one is a deployment error, not a user's. */
-export function runnerOf(value: string | undefined): Runner {
-  const runner = (value ?? 'codebuild') as Runner;
-  if (!RUNNERS.includes(runner)) throw new Error(`unknown builder runner "${value}"`);
-  return runner;
 }
 
 async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<BuildPlan> {

@@ -2,14 +2,14 @@
 // in AWS and by the local runner locally.
 
 import { getDeps } from '../commons/config.js';
-import type { Runner } from '../commons/domain/build-plan.js';
+import { type Runner, runnerOf } from '../commons/domain/build-plan.js';
 import { type ExportPlan, planExport } from '../commons/domain/export-run.js';
 import { readyReason } from '../commons/domain/resources.js';
 import { transition } from '../commons/domain/transitions.js';
 import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
 import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
-import { type ExecutionStatusChange, runnerOf, toStepEvent } from './image-build.js';
+import { type ExecutionStatusChange, toStepEvent } from './image-build.js';
 import { readJobResult } from './job-result.js';
 
 export type ExportStepEvent =

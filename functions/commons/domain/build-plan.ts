@@ -16,6 +16,13 @@ export interface EnvVar {
 export type Runner = 'codebuild' | 'eks';
 export const RUNNERS: readonly Runner[] = ['codebuild', 'eks'];
 
+/** The runner a definition names (`${Runner}`); an unknown one is a deployment error, not a user's. */
+export function runnerOf(value: string | undefined): Runner {
+  const runner = (value ?? 'codebuild') as Runner;
+  if (!RUNNERS.includes(runner)) throw new Error(`unknown builder runner "${value}"`);
+  return runner;
+}
+
 /** A Kubernetes container environment variable. */
 export interface JobEnvVar {
   name: string;
