@@ -75,7 +75,7 @@ log() { printf '[builder] %s\n' "$*"; }
 
 IB_SCRIPT_ROLE=builder
 # shellcheck source=functions/builder/common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 cleanup() {
   stop_heartbeat

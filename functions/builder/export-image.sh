@@ -72,7 +72,7 @@ log() { printf '[exporter] %s\n' "$*"; }
 
 IB_SCRIPT_ROLE=exporter
 # shellcheck source=functions/builder/common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 cleanup() {
   stop_heartbeat

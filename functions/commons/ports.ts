@@ -100,8 +100,10 @@ export interface ObjectStore {
   putFile(key: string, path: string, contentType: string): Promise<{ size: number; sha256: string }>;
   /** Streams an object (disk images are too large for memory). */
   openRead(key: string): Promise<NodeJS.ReadableStream>;
-  /** A short-lived download URL whose response names the file. */
-  presignGet(key: string, expiresSeconds: number, fileName: string): Promise<string>;
+  /** A short-lived download URL; with `fileName`, its response names the file (a download). */
+  presignGet(key: string, expiresSeconds: number, fileName?: string): Promise<string>;
+  /** A short-lived upload URL of one object (a single PUT): what a builder run may write, and no more. */
+  presignPut(key: string, expiresSeconds: number): Promise<string>;
 }
 
 /** The builder's output of one run (CloudWatch Logs in AWS, files under DATA_DIR locally). */

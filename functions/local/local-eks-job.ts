@@ -4,7 +4,6 @@
 // builder script, then does what functions/builder/eks-job.sh does in the pod at the end: writes the
 // job's result to object storage at IB_RESULT_URI, where the state machine's job-result step reads it.
 import { type EnvVar, envOfJob, type JobEnvVar, k8sArch } from '../commons/domain/build-plan.js';
-import type { ObjectStore } from '../commons/ports.js';
 import { BuildFailedError, type LocalCodeBuild } from './local-codebuild.js';
 
 /** The part of runJob.sync's Parameters the stand-in reads. */
@@ -40,7 +39,6 @@ export class LocalEksJob {
     private readonly opts: {
       /** The run's CodeBuild stand-in: the same script runner, watchdog and cancel. */
       codebuild: LocalCodeBuild;
-      objects: ObjectStore;
     },
   ) {}
 
@@ -63,21 +61,21 @@ export class LocalEksJob {
         `the Job of an ${value('IB_ARCH') ?? 'x86_64'} run selects nodes of ${pod.nodeSelector?.['kubernetes.io/arch']}`,
       );
     }
-    const resultUri = value('IB_RESULT_URI') ?? '';
-    const prefix = `s3://${this.opts.objects.bucket}/`;
-    if (!resultUri.startsWith(prefix))
-      throw new Error(`IB_RESULT_URI is not in the service bucket: ${resultUri}`);
+    const resultUrl = value('IB_RESULT_URL') ?? '';
+    if (!/^https?:\/\//.test(resultUrl)) throw new Error('the Job has no presigned IB_RESULT_URL');
     const seconds = job.spec.activeDeadlineSeconds ?? 3600;
     const result = await this.opts.codebuild.startBuildSync({
       ProjectName: `eks:${input.ClusterName}/${input.Namespace}/${job.metadata.name}`,
-      EnvironmentVariablesOverride: env,
+      EnvironmentVariablesOverride: env.filter((v) => v.Name !== 'IB_RESULT_URL'),
       TimeoutInMinutesOverride: Math.ceil(seconds / 60),
     });
-    await this.opts.objects.put(
-      resultUri.slice(prefix.length),
-      JSON.stringify({ exported: result.Build.ExportedEnvironmentVariables }),
-      'application/json',
-    );
+    const put = await fetch(resultUrl, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ exported: result.Build.ExportedEnvironmentVariables }),
+    });
+    await put.arrayBuffer();
+    if (!put.ok) throw new Error(`the Job's result could not be stored: ${put.status}`);
     return { metadata: { name: job.metadata.name, namespace: input.Namespace }, status: { succeeded: 1 } };
   }
 }

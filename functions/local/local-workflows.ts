@@ -13,7 +13,7 @@ import { touch } from '../commons/domain/transitions.js';
 import type { Deps, WorkflowRef, Workflows } from '../commons/ports.js';
 import { type BuildStepEvent, runBuildStep } from '../workflows/image-build.js';
 import { type ExportStepEvent, type ReferrerPusher, runExportStep } from '../workflows/image-export.js';
-import { LocalCodeBuild, type StartBuildInput } from './local-codebuild.js';
+import { LocalCodeBuild, type LocalObjectEndpoint, type StartBuildInput } from './local-codebuild.js';
 import { LocalEksJob, type RunJobInput } from './local-eks-job.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
@@ -48,10 +48,6 @@ export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
   EksNamespace: 'imagebuilder',
   EksServiceAccount: 'imagebuilder-builder',
   EksBuilderImage: 'localhost/imagebuilder-builder:local',
-  EksJobScriptUrl: 's3://imagebuilder-local-assets/eks-job.sh',
-  BuilderScriptUrl: 's3://imagebuilder-local-assets/build-image.sh',
-  ExporterScriptUrl: 's3://imagebuilder-local-assets/export-image.sh',
-  CommonScriptUrl: 's3://imagebuilder-local-assets/common.sh',
 };
 
 export function loadDefinition(file: string, substitutions = LOCAL_SUBSTITUTIONS): Record<string, unknown> {
@@ -71,6 +67,8 @@ export interface LocalWorkflowOptions {
   dataDir: string;
   logFile(ref: WorkflowRef): string;
   readSecret(ref: string): Promise<string>;
+  /** The local object store, for the gate in front of it that the sandboxes reach. */
+  objectStore: LocalObjectEndpoint;
   /** Builder script override (workflow tests of failure paths); default: functions/builder/build-image.sh. */
   builderScript?: string;
   exporterScript?: string;
@@ -126,7 +124,10 @@ export class LocalStepFunctions implements Workflows {
     if (this.executions.has(name)) return; // like ExecutionAlreadyExists: a repeat is harmless
     const deps = this.opts.deps();
     const codebuild = new LocalCodeBuild({
-      objects: deps.objects,
+      orgId: ref.orgId,
+      objectStore: this.opts.objectStore,
+      // bootc-image-builder cannot run here (README): the local exporter makes the disk images.
+      projectEnv: { IB_EXPORTER: 'local' },
       readSecret: this.opts.readSecret,
       logFile: this.opts.logFile(ref),
       timeoutSeconds: deps.settings.buildTimeoutSeconds,
@@ -144,7 +145,7 @@ export class LocalStepFunctions implements Workflows {
         : (input: unknown) =>
             runExportStep(deps, input as ExportStepEvent, this.opts.pushReferrer) as Promise<Json>;
     const job = (input: unknown) => codebuild.startBuildSync(input as StartBuildInput) as Promise<Json>;
-    const eks = new LocalEksJob({ codebuild, objects: deps.objects });
+    const eks = new LocalEksJob({ codebuild });
     const eksJob = (input: unknown) => eks.runJobSync(input as RunJobInput) as Promise<Json>;
     const machine = ref.kind === 'ImageBuild' ? this.buildMachine : this.exportMachine;
     const run = machine.run(ref as never, {

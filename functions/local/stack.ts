@@ -132,6 +132,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         dataDir,
         logFile: (ref) => logs.pathOf(ref),
         readSecret: (ref) => secrets.readSecret(ref),
+        objectStore: { endpoint: s3.endpoint, credentials: LOCAL_S3_CREDENTIALS, region: 'us-east-1' },
         pushReferrer: pushDiskReferrer,
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.exporterScript ? { exporterScript: opts.exporterScript } : {}),

@@ -4,6 +4,7 @@ import { getDeps } from '../commons/config.js';
 import {
   type BuildItem,
   type BuildPlan,
+  buildResultKey,
   CONTEXT_ARCHIVE,
   caPath,
   contextPrefix,
@@ -14,6 +15,7 @@ import {
   planManifestList,
   type Runner,
   runnerOf,
+  transferSeconds,
 } from '../commons/domain/build-plan.js';
 import { generateBuildContext } from '../commons/domain/containerfile/index.js';
 import { readyReason, workflowRef } from '../commons/domain/resources.js';
@@ -104,7 +106,15 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     const ca = repo.doc.spec['ca.crt'];
     if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
   }
-  const plan = planBuild(ref, build, source, destination, deps.settings, runner);
+  const plan = planBuild(
+    ref,
+    build,
+    source,
+    destination,
+    deps.settings,
+    await runTransfers(deps, ref, spec.architectures ?? ['x86_64'], runner),
+    runner,
+  );
   // The context and the Building transition do not depend on each other: one round trip for both. If
   // the upload fails after Building is recorded, the definition's Catch records Failed with its error.
   const [stored, started] = await Promise.allSettled([
@@ -123,6 +133,16 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
   }
   if (stored.status === 'rejected') throw stored.reason;
   return plan;
+}
+
+/** The presigned URLs of a run (its context; with EKS, each part's result object). */
+async function runTransfers(deps: Deps, ref: WorkflowRef, archs: string[], runner: Runner) {
+  const seconds = transferSeconds(deps.settings.buildTimeoutSeconds);
+  const contextUrl = await deps.objects.presignGet(`${contextPrefix(ref)}${CONTEXT_ARCHIVE}`, seconds);
+  if (runner !== 'eks') return { contextUrl };
+  const keys = archs.map((arch) => buildResultKey(ref, arch));
+  const urls = await Promise.all(keys.map((key) => deps.objects.presignPut(key, seconds)));
+  return { contextUrl, resultUrls: Object.fromEntries(keys.map((key, i) => [key, urls[i] as string])) };
 }
 
 function digestsOf(built: BuiltItem[]): Record<string, string> {
@@ -196,9 +216,12 @@ export async function runBuildStep(deps: Deps, event: BuildStepEvent): Promise<u
       return readJobResult(deps, event.resultKey);
     case 'manifest-plan': {
       const env = planManifestList(event.plan, digestsOf(event.built)) satisfies EnvVar[];
-      return event.plan.runner === 'eks'
-        ? { env, job: planManifestJob(event.ref, event.plan, env) }
-        : { env };
+      if (event.plan.runner !== 'eks') return { env };
+      const resultUrl = await deps.objects.presignPut(
+        buildResultKey(event.ref, 'manifest'),
+        transferSeconds(deps.settings.buildTimeoutSeconds),
+      );
+      return { env, job: planManifestJob(event.ref, event.plan, env, resultUrl) };
     }
     case 'complete':
       return complete(deps, event);

@@ -2,8 +2,8 @@
 // in AWS and by the local runner locally.
 
 import { getDeps } from '../commons/config.js';
-import { type Runner, runnerOf } from '../commons/domain/build-plan.js';
-import { type ExportPlan, planExport } from '../commons/domain/export-run.js';
+import { type Runner, runnerOf, transferSeconds } from '../commons/domain/build-plan.js';
+import { artifactKey, type ExportPlan, exportResultKey, planExport } from '../commons/domain/export-run.js';
 import { readyReason } from '../commons/domain/resources.js';
 import { transition } from '../commons/domain/transitions.js';
 import type { ImageBuild, ImageExport, Repository } from '../commons/domain/types.js';
@@ -68,6 +68,12 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Ex
   if (readyReason(build.doc) !== 'Completed') {
     throw new RunNotActiveError(`ImageBuild "${build.name}" is not Completed yet; the export waits for it`);
   }
+  const seconds = transferSeconds(deps.settings.buildTimeoutSeconds);
+  const key = artifactKey(ref, build, exp);
+  const [artifactUrl, resultUrl] = await Promise.all([
+    deps.objects.presignPut(key, seconds),
+    runner === 'eks' ? deps.objects.presignPut(exportResultKey(ref), seconds) : undefined,
+  ]);
   const plan = planExport(
     ref,
     exp,
@@ -80,6 +86,7 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Ex
       heartbeatSeconds: deps.settings.heartbeatSeconds,
       ...(deps.settings.bibImage ? { bibImage: deps.settings.bibImage } : {}),
     },
+    { artifactUrl, ...(resultUrl ? { resultUrl } : {}) },
     runner,
   );
   const started = await transition(deps, ref, {

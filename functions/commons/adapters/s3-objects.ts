@@ -103,14 +103,25 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /** A presigned GET (SigV4 query signing), valid `expiresSeconds`, with the download's file name. */
-  async presignGet(key: string, expiresSeconds: number, fileName: string): Promise<string> {
+  async presignGet(key: string, expiresSeconds: number, fileName?: string): Promise<string> {
+    return this.presign('GET', key, expiresSeconds, fileName);
+  }
+
+  /** A presigned PUT of one object (SigV4 query signing, unsigned payload), valid `expiresSeconds`. */
+  async presignPut(key: string, expiresSeconds: number): Promise<string> {
+    return this.presign('PUT', key, expiresSeconds);
+  }
+
+  private async presign(method: string, key: string, expiresSeconds: number, fileName?: string) {
     const url = new URL(`${this.base}/${encodeKey(key)}`);
     url.searchParams.set('X-Amz-Expires', String(expiresSeconds));
-    url.searchParams.set(
-      'response-content-disposition',
-      `attachment; filename="${fileName.replace(/["\\]/g, '_')}"`,
-    );
-    const signed = await this.signer().sign(url.toString(), { method: 'GET', aws: { signQuery: true } });
+    if (fileName) {
+      url.searchParams.set(
+        'response-content-disposition',
+        `attachment; filename="${fileName.replace(/["\\]/g, '_')}"`,
+      );
+    }
+    const signed = await this.signer().sign(url.toString(), { method, aws: { signQuery: true } });
     return signed.url;
   }
 

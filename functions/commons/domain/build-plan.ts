@@ -36,7 +36,10 @@ export interface JobPlan {
   /** activeDeadlineSeconds: the build timeout. */
   timeoutSeconds: number;
   env: JobEnvVar[];
-  /** Object key the job writes its result to (`{"exported":[{Name,Value}]}`), read by the job-result step. */
+  /**
+   * Object key the job writes its result to (`{"exported":[{Name,Value}]}`, through the presigned PUT
+   * `IB_RESULT_URL` in its environment), read by the job-result step.
+   */
   resultKey: string;
 }
 
@@ -63,6 +66,21 @@ export interface BuildPlan {
   manifestLogStream: string;
   builds: BuildItem[];
 }
+
+/**
+ * What a run may read and write in the service bucket, as presigned URLs minted by the trusted step that
+ * plans it: the run holds no S3 credentials (README, "Authority of a run").
+ */
+export interface RunTransfers {
+  /** GET of the run's context archive. */
+  contextUrl: string;
+  /** EKS runner: PUT of each part's result object, by result key. */
+  resultUrls?: Record<string, string>;
+}
+
+/** How long a run's presigned URLs live: a queued job plus its timeout (SigV4 allows 7 days at most). */
+export const transferSeconds = (buildTimeoutSeconds: number): number =>
+  Math.min(7 * 24 * 3600, buildTimeoutSeconds + 9 * 3600);
 
 export interface PlanSettings {
   contextBucket: string;
@@ -153,13 +171,13 @@ export function jobPlan(
   name: string,
   env: EnvVar[],
   timeoutMinutes: number,
-  bucket: string,
   resultKey: string,
+  resultUrl: string,
 ): JobPlan {
   return {
     name,
     timeoutSeconds: timeoutMinutes * 60,
-    env: [...jobEnv(env), { name: 'IB_RESULT_URI', value: `s3://${bucket}/${resultKey}` }],
+    env: [...jobEnv(env), { name: 'IB_RESULT_URL', value: resultUrl }],
     resultKey,
   };
 }
@@ -191,6 +209,7 @@ export function planBuild(
   source: StoredResource<Repository>,
   destination: StoredResource<Repository>,
   settings: PlanSettings,
+  transfers: RunTransfers,
   runner: Runner = 'codebuild',
 ): BuildPlan {
   const spec = build.doc.spec;
@@ -200,8 +219,7 @@ export function planBuild(
   const destinationRef = `${destRepo}:${spec.destination.imageTag}`;
   const prefix = contextPrefix(ref);
   const common = [
-    plain('IB_CONTEXT_BUCKET', settings.contextBucket),
-    plain('IB_CONTEXT_PREFIX', prefix),
+    plain('IB_CONTEXT_URL', transfers.contextUrl),
     plain('IB_HEARTBEAT_SECONDS', String(settings.heartbeatSeconds)),
     ...registryEnv('SOURCE', source),
     ...registryEnv('DEST', destination),
@@ -235,8 +253,8 @@ export function planBuild(
           jobName('ib', ref, k8sArch(arch)),
           env,
           timeoutMinutes,
-          settings.contextBucket,
           buildResultKey(ref, arch),
+          transfers.resultUrls?.[buildResultKey(ref, arch)] ?? '',
         ),
       };
     }),
@@ -254,7 +272,7 @@ export function exportedDigest(exported: { Name: string; Value: string }[] | und
 export function planManifestList(plan: BuildPlan, digests: Record<string, string>): EnvVar[] {
   const repo = plan.destination.slice(0, plan.destination.lastIndexOf(':'));
   const first = plan.builds[0];
-  const common = (first?.env ?? []).filter((v) => /^IB_(DEST_|CONTEXT_|HEARTBEAT)/.test(v.Name));
+  const common = (first?.env ?? []).filter((v) => /^IB_(DEST_|HEARTBEAT)/.test(v.Name));
   return [
     ...common,
     plain('IB_MODE', 'manifest'),
@@ -264,14 +282,7 @@ export function planManifestList(plan: BuildPlan, digests: Record<string, string
 }
 
 /** The manifest-list job of the EKS runner (it runs on an amd64 node, like the x86_64 project). */
-export function planManifestJob(ref: WorkflowRef, plan: BuildPlan, env: EnvVar[]): JobPlan {
-  const bucket = env.find((v) => v.Name === 'IB_CONTEXT_BUCKET')?.Value ?? '';
+export function planManifestJob(ref: WorkflowRef, plan: BuildPlan, env: EnvVar[], resultUrl: string): JobPlan {
   const timeoutMinutes = plan.builds[0]?.timeoutMinutes ?? 60;
-  return jobPlan(
-    jobName('ib', ref, 'manifest'),
-    env,
-    timeoutMinutes,
-    bucket,
-    buildResultKey(ref, 'manifest'),
-  );
+  return jobPlan(jobName('ib', ref, 'manifest'), env, timeoutMinutes, buildResultKey(ref, 'manifest'), resultUrl);
 }

@@ -37,6 +37,25 @@ export interface ExportPlan {
 
 export const artifactPrefix = (ref: WorkflowRef) => `artifacts/${ref.orgId}/${ref.uid}-${ref.generation}/`;
 
+/** The presigned URLs of an export run: the disk image's PUT and, with EKS, its result object's. */
+export interface ExportTransfers {
+  artifactUrl: string;
+  resultUrl?: string;
+}
+
+const exportArch = (exp: StoredResource<ImageExport>, build: StoredResource<ImageBuild>) =>
+  exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
+
+const fileNameOf = (exp: StoredResource<ImageExport>, build: StoredResource<ImageBuild>) =>
+  `${build.name}-${exportArch(exp, build)}.${artifactFor(exp.doc.spec.format).extension}`;
+
+/** The object key of an export run's disk image: `artifacts/<org>/<uid>-<generation>/<build>-<arch>.<ext>`. */
+export const artifactKey = (
+  ref: WorkflowRef,
+  build: StoredResource<ImageBuild>,
+  exp: StoredResource<ImageExport>,
+) => `${artifactPrefix(ref)}${fileNameOf(exp, build)}`;
+
 const plain = (Name: string, Value: string): EnvVar => ({ Name, Value, Type: 'PLAINTEXT' });
 
 export function planExport(
@@ -51,15 +70,16 @@ export function planExport(
     heartbeatSeconds: number;
     bibImage?: string;
   },
+  transfers: ExportTransfers,
   runner: Runner = 'codebuild',
 ): ExportPlan {
-  const arch = exp.doc.spec.architecture ?? build.doc.spec.architectures?.[0] ?? 'x86_64';
+  const arch = exportArch(exp, build);
   const digest = build.doc.status?.architectures?.[arch]?.digest ?? build.doc.status?.manifestDigest ?? '';
   const imageRef = `${registry.doc.spec.registry}/${build.doc.spec.destination.imageName}@${digest}`;
   const format = exp.doc.spec.format;
   const artifact = artifactFor(format);
-  const fileName = `${build.name}-${arch}.${artifact.extension}`;
-  const artifactKey = `${artifactPrefix(ref)}${fileName}`;
+  const fileName = fileNameOf(exp, build);
+  const key = artifactKey(ref, build, exp);
   // ami: bib uploads the raw disk to the bucket, imports it as a snapshot and registers the AMI (the
   // stack's vmimport role); the AMI name is unique per run.
   const bibArgs = bibArguments({
@@ -85,8 +105,8 @@ export function planExport(
     plain('IB_IMAGE_REF', imageRef),
     plain('IB_ARCH', arch),
     plain('IB_FORMAT', format),
-    plain('IB_ARTIFACT_BUCKET', settings.artifactBucket),
-    plain('IB_ARTIFACT_KEY', artifactKey),
+    plain('IB_ARTIFACT_KEY', key),
+    plain('IB_ARTIFACT_URL', transfers.artifactUrl),
     plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
     plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
     plain('IB_BIB_CONFIG', bibConfigToml(build.doc.spec)),
@@ -98,7 +118,7 @@ export function planExport(
     arch,
     format,
     imageRef,
-    artifactKey,
+    artifactKey: key,
     fileName,
     contentType: artifact.contentType,
     timeoutMinutes,
@@ -110,8 +130,8 @@ export function planExport(
       jobName('ie', ref, k8sArch(arch)),
       env,
       timeoutMinutes,
-      settings.artifactBucket,
       exportResultKey(ref),
+      transfers.resultUrl ?? '',
     ),
   };
 }
