@@ -30,6 +30,8 @@ export const CONTEXT_KEYS = [
   'eksBuilderImage',
   'heartbeatTimeoutSeconds',
   'bibImage',
+  'builderBaseImage',
+  'aarch64Builders',
 ] as const;
 
 /** Context keys whose value is a plain string, passed through to the props of the same name. */
@@ -42,6 +44,7 @@ const STRING_KEYS = [
   'notificationWebhookSecretArn',
   'runner',
   'bibImage',
+  'builderBaseImage',
 ] as const satisfies readonly (typeof CONTEXT_KEYS)[number][];
 
 export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
@@ -66,15 +69,15 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
   const buildTimeoutMinutes = number('buildTimeoutMinutes');
   const artifactRetentionDays = number('artifactRetentionDays');
   const heartbeatTimeoutSeconds = number('heartbeatTimeoutSeconds');
-  const rawCreateVmImportRole = get('createVmImportRole');
-  let createVmImportRole: boolean | undefined;
-  if (rawCreateVmImportRole === true || rawCreateVmImportRole === 'true') createVmImportRole = true;
-  else if (rawCreateVmImportRole === false || rawCreateVmImportRole === 'false') createVmImportRole = false;
-  else if (rawCreateVmImportRole !== undefined) {
-    problems.push(
-      `context createVmImportRole=${JSON.stringify(rawCreateVmImportRole)} must be true or false`,
-    );
-  }
+  const flag = (key: 'createVmImportRole' | 'aarch64Builders'): boolean | undefined => {
+    const raw = get(key);
+    if (raw === true || raw === 'true') return true;
+    if (raw === false || raw === 'false') return false;
+    if (raw !== undefined) problems.push(`context ${key}=${JSON.stringify(raw)} must be true or false`);
+    return undefined;
+  };
+  const createVmImportRole = flag('createVmImportRole');
+  const aarch64Builders = flag('aarch64Builders');
   const strings: Partial<Record<(typeof STRING_KEYS)[number], string>> = {};
   for (const key of STRING_KEYS) {
     const value = get(key);
@@ -126,6 +129,7 @@ export function imageBuilderPropsFromContext(node: Node): ImageBuilderProps {
     ...(artifactRetentionDays !== undefined ? { artifactRetentionDays } : {}),
     ...(heartbeatTimeoutSeconds !== undefined ? { heartbeatTimeoutSeconds } : {}),
     ...(createVmImportRole !== undefined ? { createVmImportRole } : {}),
+    ...(aarch64Builders !== undefined ? { aarch64Builders } : {}),
     ...(strings as Pick<ImageBuilderProps, (typeof STRING_KEYS)[number]>),
     ...(Object.keys(eks).length ? { eks: eks as unknown as EksRunnerSettings } : {}),
   };

@@ -18,6 +18,7 @@ import {
   DEFAULT_ARTIFACT_RETENTION_DAYS,
   ImageBuildWorkflow,
 } from './constructs/build-workflow.js';
+import { type BuilderArch, BuilderImage } from './constructs/builder-image.js';
 import { DataStore } from './constructs/data.js';
 import { EksRunner, type EksRunnerSettings } from './constructs/eks-runner.js';
 import { ServiceEvents } from './constructs/events.js';
@@ -67,6 +68,16 @@ export interface ImageBuilderProps {
    * the digest in functions/commons/domain/export-plan.ts.
    */
   readonly bibImage?: string;
+  /**
+   * Base of the builder image (functions/builder/Containerfile), a Debian 12 image pinned by digest.
+   * @default DEFAULT_BUILDER_BASE_IMAGE of infra/constructs/builder-image.ts (Amazon ECR Public)
+   */
+  readonly builderBaseImage?: string;
+  /**
+   * aarch64 builders (CodeBuild ARM_CONTAINER). CodeBuild offers ARM only in some regions: deploy with
+   * `false` elsewhere; aarch64 builds are then refused with 400. @default true
+   */
+  readonly aarch64Builders?: boolean;
   /** Email address that receives the terminal events (Completed, Failed, Canceled) of builds and exports. */
   readonly notificationEmail?: string;
   /** HTTPS endpoint that receives the terminal events as JSON (an EventBridge API destination). */
@@ -116,6 +127,8 @@ export const DEFAULT_BUILD_TIMEOUT_MINUTES = 120;
 export const DEFAULT_BUILDER_COMPUTE_TYPE: BuilderComputeType = 'BUILD_GENERAL1_MEDIUM';
 
 /** A complete secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 chars>`. */
+/** registry/name[:tag]@sha256:<hex>: an image pinned by digest. */
+const PINNED_IMAGE = /^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(\/[a-z0-9][a-z0-9._-]*)+(:[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}$/;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 
@@ -202,6 +215,17 @@ export function validateImageBuilderProps(props: ImageBuilderProps): void {
       `bibImage ${JSON.stringify(props.bibImage)} must be pinned by digest: registry/name@sha256:<64 hex>`,
     );
   }
+  if (
+    props.builderBaseImage !== undefined &&
+    !(typeof props.builderBaseImage === 'string' && PINNED_IMAGE.test(props.builderBaseImage))
+  ) {
+    problems.push(
+      `builderBaseImage ${JSON.stringify(props.builderBaseImage)} must be pinned by digest: registry/name[:tag]@sha256:<64 hex>`,
+    );
+  }
+  if (props.aarch64Builders !== undefined && typeof props.aarch64Builders !== 'boolean') {
+    problems.push(`aarch64Builders ${JSON.stringify(props.aarch64Builders)} must be true or false`);
+  }
   if (props.agentRepoUrl !== undefined && !isUrl(props.agentRepoUrl, ['http:', 'https:'])) {
     problems.push(`agentRepoUrl ${JSON.stringify(props.agentRepoUrl)} must be an http:// or https:// URL`);
   }
@@ -253,7 +277,7 @@ function runnerProblems(props: ImageBuilderProps): string[] {
   }
   if (e === undefined) {
     problems.push(
-      'runner "eks" needs the cluster: eksClusterName, eksEndpoint, eksCertificateAuthority, eksBuilderImage',
+      'runner "eks" needs the cluster: eksClusterName, eksEndpoint, eksCertificateAuthority',
     );
     return problems;
   }
@@ -266,8 +290,8 @@ function runnerProblems(props: ImageBuilderProps): string[] {
   if (typeof e.certificateAuthority !== 'string' || !BASE64.test(e.certificateAuthority)) {
     problems.push('eksCertificateAuthority must be the cluster certificate authority data (base64)');
   }
-  if (typeof e.builderImage !== 'string' || !/^[^\s"'\\$`]+$/.test(e.builderImage)) {
-    problems.push(`eksBuilderImage ${JSON.stringify(e.builderImage)} must be a container image reference`);
+  if (e.builderImage !== undefined && !(typeof e.builderImage === 'string' && PINNED_IMAGE.test(e.builderImage))) {
+    problems.push(`eksBuilderImage ${JSON.stringify(e.builderImage)} must be pinned by digest: registry/name@sha256:<64 hex>`);
   }
   if (e.namespace !== undefined && !(typeof e.namespace === 'string' && DNS_LABEL.test(e.namespace))) {
     problems.push(`eksNamespace ${JSON.stringify(e.namespace)} must be a Kubernetes namespace name`);
@@ -312,6 +336,7 @@ export class ImageBuilder extends Construct {
   readonly events: ServiceEvents;
   readonly contextStore: BuildContextStore;
   readonly builders: Builders;
+  readonly builderImage: BuilderImage;
   /** Present with `runner: 'eks'`. */
   readonly eksRunner?: EksRunner;
   readonly buildWorkflow: ImageBuildWorkflow;
@@ -356,8 +381,16 @@ export class ImageBuilder extends Construct {
       artifactRetentionDays: props.artifactRetentionDays ?? DEFAULT_ARTIFACT_RETENTION_DAYS,
       accessLogRetentionDays: logRetention,
     });
+    const architectures: BuilderArch[] = props.aarch64Builders === false ? ['x86_64'] : ['x86_64', 'aarch64'];
+    this.builderImage = new BuilderImage(this, 'BuilderImage', {
+      architectures,
+      logRetention,
+      ...(props.builderBaseImage ? { baseImage: props.builderBaseImage } : {}),
+    });
     this.builders = new Builders(this, 'Builders', {
       contextStore: this.contextStore,
+      image: this.builderImage,
+      architectures,
       secrets: this.secrets,
       computeType: props.builderComputeType ?? DEFAULT_BUILDER_COMPUTE_TYPE,
       timeoutMinutes: buildTimeoutMinutes,
@@ -370,10 +403,10 @@ export class ImageBuilder extends Construct {
     this.vmImport.grantImport(this.builders.role);
     if (props.runner === 'eks' && props.eks) {
       this.eksRunner = new EksRunner(this, 'EksRunner', {
+        stage: props.stage,
         settings: props.eks,
-        contextStore: this.contextStore,
+        image: this.builderImage,
         secrets: this.secrets,
-        builders: this.builders,
       });
       this.vmImport.grantImport(this.eksRunner.podRole);
     }

@@ -84,15 +84,19 @@ export function runEndpoints(env: Record<string, string>): Endpoint[] {
 const IMAGE_SCRIPTS = '/usr/local/lib/imagebuilder';
 
 export class LocalCodeBuild {
-  private readonly running = new Set<Sandbox>();
+  private readonly running = new Map<Sandbox, NodeJS.WritableStream>();
   private canceled = false;
 
   constructor(private readonly opts: LocalCodeBuildOptions) {}
 
   /** Stops every sandbox this run started (cancel). */
   cancel(): void {
+    if (this.canceled) return;
     this.canceled = true;
-    for (const sandbox of this.running) void sandbox.stop();
+    for (const [sandbox, log] of this.running) {
+      log.write('[local-codebuild] stopped: the run was canceled\n');
+      void sandbox.stop();
+    }
   }
 
   /** SECRETS_MANAGER references resolve only inside the run's own org (`<org>/…` in the local store). */
@@ -157,7 +161,7 @@ export class LocalCodeBuild {
       overlays,
       command: ['ib-codebuild-run', IMAGE_BUILDSPEC, `${SANDBOX_RESULT_DIR}/exported.env`],
     });
-    this.running.add(sandbox);
+    this.running.set(sandbox, log);
     try {
       if (this.canceled) throw new BuildFailedError('canceled');
       const code = await this.watch(sandbox, log);
@@ -197,7 +201,6 @@ export class LocalCodeBuild {
       child.on('close', (code, signal) => {
         clearInterval(watchdog);
         if (verdict) log.write(verdict);
-        else if (this.canceled) log.write('[local-codebuild] stopped: the run was canceled\n');
         resolvePromise(verdict || this.canceled ? 143 : (code ?? (signal ? 143 : 1)));
       });
     });

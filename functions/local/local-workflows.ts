@@ -47,7 +47,8 @@ export const LOCAL_SUBSTITUTIONS: Record<string, string> = {
   EksCertificateAuthority: 'bG9jYWw=',
   EksNamespace: 'imagebuilder',
   EksServiceAccount: 'imagebuilder-builder',
-  EksBuilderImage: 'localhost/imagebuilder-builder:local',
+  EksBuilderImageX86_64: 'localhost/imagebuilder-builder:local',
+  EksBuilderImageAarch64: 'localhost/imagebuilder-builder:local',
 };
 
 export function loadDefinition(file: string, substitutions = LOCAL_SUBSTITUTIONS): Record<string, unknown> {
@@ -68,7 +69,7 @@ export interface LocalWorkflowOptions {
   logFile(ref: WorkflowRef): string;
   readSecret(ref: string): Promise<string>;
   /** The local object store, for the gate in front of it that the sandboxes reach. */
-  objectStore: LocalObjectEndpoint;
+  objectStore: () => LocalObjectEndpoint;
   /** Builder script override (workflow tests of failure paths); default: functions/builder/build-image.sh. */
   builderScript?: string;
   exporterScript?: string;
@@ -125,7 +126,7 @@ export class LocalStepFunctions implements Workflows {
     const deps = this.opts.deps();
     const codebuild = new LocalCodeBuild({
       orgId: ref.orgId,
-      objectStore: this.opts.objectStore,
+      objectStore: this.opts.objectStore(),
       // bootc-image-builder cannot run here (README): the local exporter makes the disk images.
       projectEnv: { IB_EXPORTER: 'local' },
       readSecret: this.opts.readSecret,

@@ -114,6 +114,7 @@ export class Sandbox {
 
   /** Starts the container; its output (stdout and stderr, interleaved) goes to onOutput. */
   async start(onOutput: (chunk: Buffer) => void): Promise<ChildProcess> {
+    if (this.stopped) throw new Error('the sandbox was stopped before it started');
     const { workDir } = this.opts;
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     await chmod(workDir, 0o711); // the sandbox's ids may enter it to reach their own directories
@@ -204,13 +205,21 @@ export class Sandbox {
   async stop(graceSeconds = 5): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // TERM to everything but the buildspec runner (PID 1, whose trap would wait for the running command):
+    // the scripts' own TERM handling reports the cancel, then the runner ends; KILL after the grace.
+    await exec('podman', ['exec', this.container, 'kill', '-TERM', '-1']).catch(() => undefined);
     await exec('podman', ['stop', '--time', String(graceSeconds), this.container]).catch(() => undefined);
     await this.remove();
   }
 
   /** Removes the container (killing whatever is left in it), the relays and the run's directory. */
   async remove(): Promise<void> {
-    await exec('podman', ['rm', '--force', '--time', '0', this.container]).catch(() => undefined);
+    // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
+    for (let i = 0; i < 60; i++) {
+      await exec('podman', ['rm', '--force', '--time', '0', this.container]).catch(() => undefined);
+      if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
     for (const server of this.servers) server.close();
     this.servers.length = 0;
     await rm(this.opts.workDir, { recursive: true, force: true }).catch(() => undefined);

@@ -19,6 +19,7 @@ import { pushDiskReferrer } from '../workflows/referrer.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
 import { FileEventPublisher } from './file-events.js';
 import { FileBuildLogs } from './file-logs.js';
+import type { LocalObjectEndpoint } from './local-codebuild.js';
 import { LocalStepFunctions } from './local-workflows.js';
 import { LOCAL_S3_CREDENTIALS, startS3Local } from './s3-local.js';
 import { createLocalServer, signLocalToken } from './server.js';
@@ -88,6 +89,8 @@ export interface LocalStack {
   jwtSecret: string;
   deps: Deps;
   dynamo: LocalDynamo;
+  /** The local object store (s3rver) as the sandboxes' gate reaches it. */
+  objectStore: LocalObjectEndpoint;
   /** The local Step Functions runner, unless a workflows double was given. */
   runner?: LocalStepFunctions;
   token(claims: { sub?: string; org_id: string; roles: string[] }): Promise<string>;
@@ -118,6 +121,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   await ensureTable(dynamo.client, tableName);
   const bucket = 'imagebuilder-local';
   const s3 = await startS3Local({ directory: join(dataDir, 's3'), buckets: [bucket] });
+  const objectStore = { endpoint: s3.endpoint, credentials: LOCAL_S3_CREDENTIALS, region: 'us-east-1' };
   const secrets = new FileSecretStore(join(dataDir, 'secrets'));
   const logs = new FileBuildLogs(join(dataDir, 'logs'));
   const settings: Settings = {
@@ -132,7 +136,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         dataDir,
         logFile: (ref) => logs.pathOf(ref),
         readSecret: (ref) => secrets.readSecret(ref),
-        objectStore: { endpoint: s3.endpoint, credentials: LOCAL_S3_CREDENTIALS, region: 'us-east-1' },
+        objectStore: () => objectStore,
         pushReferrer: pushDiskReferrer,
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.exporterScript ? { exporterScript: opts.exporterScript } : {}),
@@ -177,6 +181,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     jwtSecret,
     deps,
     dynamo,
+    objectStore,
     ...(runner ? { runner } : {}),
     token: (claims) => signLocalToken(jwtSecret, { sub: claims.sub ?? 'local-user', ...claims }),
     stop: async () => {

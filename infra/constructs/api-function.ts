@@ -24,6 +24,8 @@ const ESM_REQUIRE_SHIM =
 export interface ApiFunctionProps {
   /** TypeScript entry file, absolute or relative to the repository root; it exports `handler`. */
   readonly entry: string;
+  /** The exported function to run. @default handler */
+  readonly handler?: string;
   readonly description?: string;
   readonly environment?: Record<string, string>;
   /** @default 30 days */
@@ -59,7 +61,7 @@ export class ApiFunction extends Construct implements iam.IGrantable {
 
     this.function = new NodejsFunction(this, 'Function', {
       entry: path.resolve(PROJECT_ROOT, props.entry),
-      handler: 'handler',
+      handler: props.handler ?? 'handler',
       projectRoot: PROJECT_ROOT,
       depsLockFilePath: path.join(PROJECT_ROOT, 'package-lock.json'),
       description: props.description,

@@ -20,9 +20,11 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
+import { loadBuildspec } from '../../functions/builder/files.js';
 import { CONTEXT_ARCHIVE } from '../../functions/commons/domain/build-plan.js';
 import type { BuilderComputeType } from '../imagebuilder.js';
 import { ApiFunction, PROJECT_ROOT } from './api-function.js';
+import type { BuilderArch, BuilderImage } from './builder-image.js';
 import type { DataStore } from './data.js';
 import type { EksRunner } from './eks-runner.js';
 import type { ServiceEvents } from './events.js';
@@ -31,10 +33,6 @@ import { acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
 import { grantWorkflowStartStop, workflowMachine } from './workflow-machine.js';
 
-export const BUILDER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/build-image.sh');
-export const EXPORTER_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/export-image.sh');
-/** Sourced by both scripts from their own directory. */
-export const COMMON_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/common.sh');
 export const IMAGE_BUILD_ASL = path.join(PROJECT_ROOT, 'statemachines/image-build.asl.json');
 /** Key prefix of build contexts (functions/commons/domain/build-plan.ts `contextPrefix`). */
 export const CONTEXT_PREFIX = 'contexts/';
@@ -210,6 +208,10 @@ export function grantRepositoryPasswordsRead(
 
 export interface BuildersProps {
   readonly contextStore: BuildContextStore;
+  /** The image the projects run, pinned by digest. */
+  readonly image: BuilderImage;
+  /** Architectures with a project; aarch64 needs a region with CodeBuild's ARM_CONTAINER. */
+  readonly architectures: BuilderArch[];
   readonly secrets: ServiceSecrets;
   readonly computeType: BuilderComputeType;
   readonly timeoutMinutes: number;
@@ -229,60 +231,12 @@ export function armComputeType(computeType: BuilderComputeType): codebuild.Compu
 /** CodeBuild rejects inline buildspecs longer than this (InvalidInputException, undocumented). */
 export const MAX_INLINE_BUILDSPEC_LENGTH = 25_600;
 
-/** Working directory of an export job (functions/commons/domain/export-run.ts `EXPORT_WORKDIR`). */
-export const EXPORT_WORKDIR = '/tmp/ib-export';
-
 /**
- * The buildspec of both projects, for two kinds of job told apart by `IB_JOB` (set by each run):
- * `build` (the default) runs the builder script on the run's context; `export` runs the exporter script
- * (bootc-image-builder through podman), uploads the disk image to the service bucket and exports its
- * SHA-256 and size. The scripts are S3 assets (`IB_BUILDER_SCRIPT_S3`, `IB_EXPORTER_SCRIPT_S3`, project
- * variables): embedding them would exceed CodeBuild's inline buildspec limit, and as assets their content
- * hashes are in the template, so a deployment still pins the exact script versions.
+ * The buildspec of every builder job: functions/builder/buildspec.yml, the file the local sandbox and the
+ * EKS pods run too (through functions/builder/codebuild-run.sh). Its scripts are in the builder image.
  */
 export function builderBuildSpec(): codebuild.BuildSpec {
-  const isExport = '[ "$IB_JOB" = export ]';
-  const dir = EXPORT_WORKDIR;
-  return codebuild.BuildSpec.fromObject({
-    version: '0.2',
-    env: { shell: 'bash', 'exported-variables': ['IB_DIGEST', 'IB_SHA256', 'IB_SIZE', 'IB_AMI_ID'] },
-    phases: {
-      install: {
-        commands: [
-          `if ${isExport}; then { command -v podman && command -v jq; } >/dev/null 2>&1 || dnf install -y -q podman jq; else command -v buildah >/dev/null 2>&1 || dnf install -y -q buildah; fi`,
-          // containers-storage on the build volume: overlay cannot stack on the image's own overlayfs
-          // root; if the build volume is overlayfs too, fall back to vfs (slower, always works).
-          // bootc-image-builder reads the host's /var/lib/containers/storage (mounted into its
-          // container), so an export bind-mounts the build volume's storage there.
-          [
-            'IB_GRAPHROOT="$(dirname "$CODEBUILD_SRC_DIR")/containers-storage"',
-            'IB_DRIVER=overlay',
-            '[ "$(stat -f -c %T "$(dirname "$CODEBUILD_SRC_DIR")")" = overlayfs ] && IB_DRIVER=vfs',
-            'mkdir -p /etc/containers "$IB_GRAPHROOT"',
-            `if ${isExport}; then mkdir -p /var/lib/containers/storage && mount --bind "$IB_GRAPHROOT" /var/lib/containers/storage && IB_GRAPHROOT=/var/lib/containers/storage; fi`,
-            'printf \'[storage]\\ndriver = "%s"\\ngraphroot = "%s"\\nrunroot = "/run/containers/storage"\\n\' "$IB_DRIVER" "$IB_GRAPHROOT" > /etc/containers/storage.conf',
-          ].join('; '),
-          'aws s3 cp --only-show-errors "$IB_COMMON_SCRIPT_S3" /usr/local/bin/common.sh',
-          `if ${isExport}; then aws s3 cp --only-show-errors "$IB_EXPORTER_SCRIPT_S3" /usr/local/bin/ib-export-image && chmod 0755 /usr/local/bin/ib-export-image; else aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image && chmod 0755 /usr/local/bin/ib-build-image; fi`,
-        ],
-      },
-      pre_build: {
-        commands: [
-          // Export inputs are data: written with printf '%s', never evaluated.
-          `if ${isExport}; then mkdir -p ${dir}/out && printf '%s' "$IB_BIB_CONFIG" > ${dir}/config.toml && printf '%s' "$IB_BIB_ARGS" > ${dir}/bib-args.json; else mkdir -p "$CODEBUILD_SRC_DIR/ctx" && aws s3 cp --only-show-errors "s3://$IB_CONTEXT_BUCKET/\${IB_CONTEXT_PREFIX}${CONTEXT_ARCHIVE}" - | tar -x -C "$CODEBUILD_SRC_DIR/ctx"; fi`,
-        ],
-      },
-      build: {
-        commands: [
-          `if ${isExport}; then set -o pipefail; IB_EXPORTER=bib IB_BIB_ARGS_FILE=${dir}/bib-args.json IB_OUTPUT_FILE=${dir}/disk ib-export-image | tee ${dir}/exporter.log; else IB_CONTEXT_DIR="$CODEBUILD_SRC_DIR/ctx" IB_DIGEST_FILE="$CODEBUILD_SRC_DIR/ib-digest" ib-build-image; fi`,
-          // `aws s3 cp` switches to a multipart upload for large files by itself.
-          `if ${isExport}; then aws s3 cp --only-show-errors ${dir}/disk "s3://$IB_ARTIFACT_BUCKET/$IB_ARTIFACT_KEY" --content-type "$IB_ARTIFACT_CONTENT_TYPE"; fi`,
-          // The exporter's last lines are `IB_SHA256: <hex>` and `IB_SIZE: <bytes>` (and `IB_AMI_ID: …`).
-          `if ${isExport}; then export IB_SHA256="$(sed -n 's/^IB_SHA256: //p' ${dir}/exporter.log | tail -n 1)" IB_SIZE="$(sed -n 's/^IB_SIZE: //p' ${dir}/exporter.log | tail -n 1)" IB_AMI_ID="$(sed -n 's/^IB_AMI_ID: //p' ${dir}/exporter.log | tail -n 1)"; else export IB_DIGEST="$(cat "$CODEBUILD_SRC_DIR/ib-digest")"; fi`,
-        ],
-      },
-    },
-  });
+  return codebuild.BuildSpec.fromObject(loadBuildspec() as unknown as Record<string, unknown>);
 }
 
 /** The privileged CodeBuild projects that run the builder script, one per architecture. */
@@ -290,14 +244,9 @@ export class Builders extends Construct {
   /** Receives each run as the stream `<execution name>/<arch>` (set by the state machine). */
   readonly logGroup: logs.LogGroup;
   readonly role: iam.Role;
-  /** functions/builder/build-image.sh, downloaded by each build. */
-  readonly script: s3assets.Asset;
-  /** functions/builder/export-image.sh, downloaded by each export. */
-  readonly exporterScript: s3assets.Asset;
-  /** functions/builder/common.sh, which both scripts source. */
-  readonly commonScript: s3assets.Asset;
   readonly x86_64: codebuild.Project;
-  readonly aarch64: codebuild.Project;
+  /** Absent where the region has no ARM_CONTAINER (context `aarch64Builders: false`). */
+  readonly aarch64?: codebuild.Project;
 
   constructor(scope: Construct, id: string, props: BuildersProps) {
     super(scope, id);
@@ -310,32 +259,15 @@ export class Builders extends Construct {
       description: `Role of the builders of ${this.node.path}`,
     });
     this.logGroup.grantWrite(this.role);
-    props.contextStore.grantRead(this.role);
+    // The builder image, pulled by CodeBuild with this role.
+    props.image.repository.grantPull(this.role);
     // Registry passwords, resolved by CodeBuild from the SECRETS_MANAGER variables of each run.
     grantRepositoryPasswordsRead(this.role, this, props.secrets, 'Builds and exports');
-    // Exports write their disk image, and nothing else, to the service bucket.
-    props.contextStore.grantArtifactsWrite(this.role);
-
-    this.script = new s3assets.Asset(this, 'Script', { path: BUILDER_SCRIPT });
-    this.exporterScript = new s3assets.Asset(this, 'ExporterScript', { path: EXPORTER_SCRIPT });
-    this.commonScript = new s3assets.Asset(this, 'CommonScript', { path: COMMON_SCRIPT });
-    // Those objects, not the asset bucket (Asset.grantRead would allow s3:List* and s3:GetObject*).
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['s3:GetObject'],
-        resources: [this.script, this.exporterScript, this.commonScript].map((a) =>
-          a.bucket.arnForObjects(a.s3ObjectKey),
-        ),
-      }),
-    );
+    // No S3 permission: a run reads its context and writes its disk image through the URLs its trusted
+    // step presigned (README, "Authority of a run").
 
     const common = {
       buildSpec: builderBuildSpec(),
-      environmentVariables: {
-        IB_BUILDER_SCRIPT_S3: { value: this.script.s3ObjectUrl },
-        IB_EXPORTER_SCRIPT_S3: { value: this.exporterScript.s3ObjectUrl },
-        IB_COMMON_SCRIPT_S3: { value: this.commonScript.s3ObjectUrl },
-      },
       role: this.role.withoutPolicyUpdates(),
       timeout: Duration.minutes(props.timeoutMinutes),
       logging: { cloudWatch: { logGroup: this.logGroup } },
@@ -345,26 +277,28 @@ export class Builders extends Construct {
       description:
         'ImageBuilder: buildah builds and bootc-image-builder exports for x86_64 (functions/builder)',
       environment: {
-        buildImage: codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5,
+        buildImage: props.image.buildImage('x86_64'),
         computeType: props.computeType as codebuild.ComputeType,
         privileged: true,
       },
     });
-    this.aarch64 = new codebuild.Project(this, 'Aarch64', {
-      ...common,
-      description:
-        'ImageBuilder: buildah builds and bootc-image-builder exports for aarch64 (functions/builder)',
-      environment: {
-        buildImage: codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0,
-        computeType: armComputeType(props.computeType),
-        privileged: true,
-      },
-    });
-    for (const project of [this.x86_64, this.aarch64]) {
+    if (props.architectures.includes('aarch64')) {
+      this.aarch64 = new codebuild.Project(this, 'Aarch64', {
+        ...common,
+        description:
+          'ImageBuilder: buildah builds and bootc-image-builder exports for aarch64 (functions/builder)',
+        environment: {
+          buildImage: props.image.buildImage('aarch64'),
+          computeType: armComputeType(props.computeType),
+          privileged: true,
+        },
+      });
+    }
+    for (const project of this.projects) {
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB3',
         reason:
-          'buildah and bootc-image-builder need privileged mode (overlay mounts, chroot isolation of RUN steps, loop devices for disk images); the projects run only the builder and exporter scripts of this repository on AWS-managed images.',
+          'buildah and bootc-image-builder need privileged mode (overlay mounts, chroot isolation of RUN steps, loop devices for disk images); the projects run only the buildspec and scripts of this repository in its builder image.',
       });
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB4',
@@ -375,7 +309,7 @@ export class Builders extends Construct {
   }
 
   get projects(): codebuild.Project[] {
-    return [this.x86_64, this.aarch64];
+    return this.aarch64 ? [this.x86_64, this.aarch64] : [this.x86_64];
   }
 
   /** Starting, stopping and following builds of these projects (Step Functions `startBuild.sync`). */

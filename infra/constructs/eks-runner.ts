@@ -5,24 +5,13 @@
 // (namespace-scoped edit: create, follow and delete Jobs and read their pods). The cluster needs the
 // Pod Identity agent add-on, authentication mode API (or API_AND_CONFIG_MAP), a public endpoint
 // (Step Functions reaches the Kubernetes API from outside), and the namespace and service account.
-import * as path from 'node:path';
 import { ArnFormat, Stack } from 'aws-cdk-lib';
 import * as eks from 'aws-cdk-lib/aws-eks';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { Construct } from 'constructs';
-import { PROJECT_ROOT } from './api-function.js';
-import {
-  type BuildContextStore,
-  type Builders,
-  CONTEXT_PREFIX,
-  grantRepositoryPasswordsRead,
-} from './build-workflow.js';
-import { acknowledgeWildcardResource } from './nag.js';
+import type { BuilderImage } from './builder-image.js';
+import { grantRepositoryPasswordsRead } from './build-workflow.js';
 import type { ServiceSecrets } from './secrets.js';
-
-/** functions/builder/eks-job.sh: the builder pod's entrypoint around the builder and exporter scripts. */
-export const EKS_JOB_SCRIPT = path.join(PROJECT_ROOT, 'functions/builder/eks-job.sh');
 
 /** The cluster side of the EKS runner (context keys `eks…`, README "Deploy to AWS"). */
 export interface EksRunnerSettings {
@@ -36,19 +25,24 @@ export interface EksRunnerSettings {
   readonly namespace?: string;
   /** Service account of the builder pods (it must exist in the namespace). @default imagebuilder-builder */
   readonly serviceAccount?: string;
-  /** Container image of the builder pods: bash, AWS CLI v2, buildah, podman, coreutils. */
-  readonly builderImage: string;
+  /**
+   * Container image of the builder pods, for every architecture (a manifest list, built from
+   * functions/builder/Containerfile). @default the stack's own builder image of each architecture, by digest
+   */
+  readonly builderImage?: string;
 }
 
-export const DEFAULT_EKS_NAMESPACE = 'imagebuilder';
-export const DEFAULT_EKS_SERVICE_ACCOUNT = 'imagebuilder-builder';
+/** Per stage, so that two stages can share a cluster: `imagebuilder-<stage>`. */
+export const defaultEksNamespace = (stage: string) => `imagebuilder-${stage}`;
+/** Per stage: `imagebuilder-builder-<stage>`. */
+export const defaultEksServiceAccount = (stage: string) => `imagebuilder-builder-${stage}`;
 
 export interface EksRunnerProps {
+  readonly stage: string;
   readonly settings: EksRunnerSettings;
-  readonly contextStore: BuildContextStore;
+  /** The stack's builder image (the pods' image unless settings.builderImage overrides it). */
+  readonly image: BuilderImage;
   readonly secrets: ServiceSecrets;
-  /** The builder and exporter scripts are the Builders' assets, the same files CodeBuild runs. */
-  readonly builders: Builders;
 }
 
 export class EksRunner extends Construct {
@@ -57,16 +51,15 @@ export class EksRunner extends Construct {
   readonly serviceAccount: string;
   /** The builder pods' role (EKS Pod Identity). */
   readonly podRole: iam.Role;
-  readonly jobScript: s3assets.Asset;
   private readonly settings: EksRunnerSettings;
-  private readonly builders: Builders;
+  private readonly image: BuilderImage;
 
   constructor(scope: Construct, id: string, props: EksRunnerProps) {
     super(scope, id);
     this.settings = props.settings;
-    this.builders = props.builders;
-    this.namespace = props.settings.namespace ?? DEFAULT_EKS_NAMESPACE;
-    this.serviceAccount = props.settings.serviceAccount ?? DEFAULT_EKS_SERVICE_ACCOUNT;
+    this.image = props.image;
+    this.namespace = props.settings.namespace ?? defaultEksNamespace(props.stage);
+    this.serviceAccount = props.settings.serviceAccount ?? defaultEksServiceAccount(props.stage);
     this.cluster = eks.Cluster.fromClusterAttributes(this, 'Cluster', {
       clusterName: props.settings.clusterName,
       clusterEndpoint: props.settings.endpoint,
@@ -83,33 +76,10 @@ export class EksRunner extends Construct {
       serviceAccount: this.serviceAccount,
       roleArn: this.podRole.roleArn,
     });
-    // What CodeBuild's role may do, and the result objects CodeBuild's exported variables make unneeded
-    // there: contexts (read), each build job's result (write, under contexts/<org>/<run>/results/ only),
-    // disk images and export results (write, artifacts/*), repository passwords (read).
-    props.contextStore.grantRead(this.podRole);
-    const results = props.contextStore.bucket.arnForObjects(`${CONTEXT_PREFIX}*/results/*`);
-    this.podRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [results] }),
-    );
-    acknowledgeWildcardResource(
-      this.podRole,
-      results,
-      `A build job writes its result (the pushed digest) as ${CONTEXT_PREFIX}<org>/<run>/results/<arch>.json, named at run time; only result objects of run contexts.`,
-    );
-    props.contextStore.grantArtifactsWrite(this.podRole);
+    // What CodeBuild's role may do: repository passwords (read). No S3: a pod reads its context and
+    // writes its disk image and result through the URLs its trusted step presigned.
     grantRepositoryPasswordsRead(this.podRole, this, props.secrets, 'Builder pods');
-    this.jobScript = new s3assets.Asset(this, 'JobScript', { path: EKS_JOB_SCRIPT });
-    this.podRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['s3:GetObject'],
-        resources: [
-          this.jobScript,
-          props.builders.script,
-          props.builders.exporterScript,
-          props.builders.commonScript,
-        ].map((a) => a.bucket.arnForObjects(a.s3ObjectKey)),
-      }),
-    );
+    props.image.repository.grantPull(this.podRole);
   }
 
   get clusterArn(): string {
@@ -129,11 +99,10 @@ export class EksRunner extends Construct {
       EksCertificateAuthority: this.settings.certificateAuthority,
       EksNamespace: this.namespace,
       EksServiceAccount: this.serviceAccount,
-      EksBuilderImage: this.settings.builderImage,
-      EksJobScriptUrl: this.jobScript.s3ObjectUrl,
-      BuilderScriptUrl: this.builders.script.s3ObjectUrl,
-      ExporterScriptUrl: this.builders.exporterScript.s3ObjectUrl,
-      CommonScriptUrl: this.builders.commonScript.s3ObjectUrl,
+      EksBuilderImageX86_64: this.settings.builderImage ?? this.image.imageUri('x86_64'),
+      EksBuilderImageAarch64:
+        this.settings.builderImage ??
+        (this.image.architectures.includes('aarch64') ? this.image.imageUri('aarch64') : 'none'),
     };
   }
 
@@ -166,9 +135,6 @@ export const UNUSED_EKS_SUBSTITUTIONS: Record<string, string> = {
   EksCertificateAuthority: 'none',
   EksNamespace: 'none',
   EksServiceAccount: 'none',
-  EksBuilderImage: 'none',
-  EksJobScriptUrl: 'none',
-  BuilderScriptUrl: 'none',
-  ExporterScriptUrl: 'none',
-  CommonScriptUrl: 'none',
+  EksBuilderImageX86_64: 'none',
+  EksBuilderImageAarch64: 'none',
 };

@@ -57,7 +57,8 @@ export function workflowMachine(scope: Construct, props: WorkflowMachineProps): 
     definitionSubstitutions: {
       [props.stepPlaceholder]: step.function.functionArn,
       BuildProjectX86_64: props.builders.x86_64.projectName,
-      BuildProjectAarch64: props.builders.aarch64.projectName,
+      // Without aarch64 builders the API refuses aarch64 builds; the state is never entered.
+      BuildProjectAarch64: props.builders.aarch64?.projectName ?? 'aarch64-builders-not-deployed',
       BuilderLogGroupName: props.builders.logGroup.logGroupName,
       Runner: props.eks ? 'eks' : 'codebuild',
       ...(props.eks ? props.eks.substitutions : UNUSED_EKS_SUBSTITUTIONS),

@@ -221,6 +221,7 @@ describe('EKS runner (runner: eks)', () => {
       repo('quay.io'),
       repo('registry.example.com', secret),
       { contextBucket: 'bucket', buildTimeoutSeconds: 3600, heartbeatSeconds: 30 },
+      { contextUrl: 'https://bucket.s3/ctx?sig', resultUrls: {} },
       'eks',
     );
     const job = plan.builds[0]?.job;

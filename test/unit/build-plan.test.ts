@@ -31,6 +31,8 @@ const settings = { contextBucket: 'ctx-bucket', buildTimeoutSeconds: 3600, heart
 const env = (vars: { Name: string; Value: string; Type: string }[]) =>
   Object.fromEntries(vars.map((v) => [v.Name, `${v.Type}:${v.Value}`]));
 
+const TRANSFERS = { contextUrl: 'https://ctx-bucket.s3.amazonaws.com/contexts/org-1/u-1-2/context.tar?X-Amz-Signature=x' };
+
 describe('planBuild', () => {
   const source = repo('src', { registry: 'quay.io' });
   const destination = repo(
@@ -40,15 +42,15 @@ describe('planBuild', () => {
   );
 
   it('one architecture: pushes the tag itself, with the registry layer cache by default', () => {
-    const plan = planBuild(ref, build(), source, destination, settings);
+    const plan = planBuild(ref, build(), source, destination, settings, TRANSFERS);
     expect(plan.multiArch).toBe(false);
     expect(plan.destination).toBe('registry.example.com:5000/fleet/os:v1');
     expect(plan.builds).toHaveLength(1);
     const [only] = plan.builds;
     expect(only?.timeoutMinutes).toBe(60);
     expect(env(only?.env ?? [])).toEqual({
-      IB_CONTEXT_BUCKET: 'PLAINTEXT:ctx-bucket',
-      IB_CONTEXT_PREFIX: 'PLAINTEXT:contexts/org-1/u-1-2/',
+      // the run reads its context through the URL its trusted step presigned, with no credentials
+      IB_CONTEXT_URL: `PLAINTEXT:${TRANSFERS.contextUrl}`,
       IB_HEARTBEAT_SECONDS: 'PLAINTEXT:30',
       IB_SOURCE_REGISTRY: 'PLAINTEXT:quay.io',
       IB_SOURCE_TLS_VERIFY: 'PLAINTEXT:true',
@@ -65,18 +67,18 @@ describe('planBuild', () => {
   });
 
   it('leaves the registry layer cache out when the deployment turns it off (the local stack)', () => {
-    const plan = planBuild(ref, build(), source, destination, { ...settings, registryLayerCache: false });
+    const plan = planBuild(ref, build(), source, destination, { ...settings, registryLayerCache: false }, TRANSFERS);
     expect(plan.builds[0]?.env.map((v) => v.Name)).not.toContain('IB_CACHE_REPO');
     expect(
       planBuild(ref, build(), source, destination, {
         ...settings,
         registryLayerCache: true,
-      }).builds[0]?.env.map((v) => v.Name),
+      }, TRANSFERS).builds[0]?.env.map((v) => v.Name),
     ).toContain('IB_CACHE_REPO');
   });
 
   it('several architectures: one tag per architecture, joined by digest in the manifest list', () => {
-    const plan = planBuild(ref, build(['x86_64', 'aarch64']), source, destination, settings);
+    const plan = planBuild(ref, build(['x86_64', 'aarch64']), source, destination, settings, TRANSFERS);
     expect(plan.multiArch).toBe(true);
     expect(plan.builds.map((b) => [b.arch, b.pushRef])).toEqual([
       ['x86_64', 'registry.example.com:5000/fleet/os:v1-x86_64'],
@@ -91,11 +93,12 @@ describe('planBuild', () => {
     );
     expect(list.IB_DEST_PASSWORD).toMatch(/^SECRETS_MANAGER:/);
     expect(list.IB_SOURCE_REGISTRY).toBeUndefined();
+    expect(list.IB_CONTEXT_URL).toBeUndefined();
   });
 
   it('keeps the CodeBuild timeout within 5 minutes and 36 hours', () => {
     const t = (s: number) =>
-      planBuild(ref, build(), source, destination, { ...settings, buildTimeoutSeconds: s }).builds[0]
+      planBuild(ref, build(), source, destination, { ...settings, buildTimeoutSeconds: s }, TRANSFERS).builds[0]
         ?.timeoutMinutes;
     expect([t(1), t(301), t(10 ** 7)]).toEqual([5, 6, 2160]);
   });

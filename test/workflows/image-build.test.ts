@@ -94,7 +94,7 @@ describe('image-build state machine, locally', () => {
       build('multi', 'v2', { architectures: ['x86_64', 'aarch64'] }),
     );
     const done = await waitFor('multi', ['Completed', 'Failed']);
-    expect(done.status.conditions[0].reason).toBe('Completed');
+    expect(done.status.conditions[0].reason, done.status.conditions[0].message).toBe('Completed');
     const { x86_64, aarch64 } = done.status.architectures;
     expect(x86_64.digest).not.toBe(aarch64.digest);
     const log = (await admin.req('GET', '/api/v1/imagebuilds/multi/log')).text;

@@ -105,6 +105,7 @@ beforeAll(async () => {
     logFile: (ref) => (stack.deps.logs as FileBuildLogs).pathOf(ref),
     readSecret: (ref) => (stack.deps.secrets as FileSecretStore).readSecret(ref),
     pushReferrer: pusher.push,
+    objectStore: () => stack.objectStore,
     builderScript: join(__dirname, '../fixtures/fake-builder.sh'),
     exporterScript: join(__dirname, '../fixtures/fake-exporter.sh'),
   });
