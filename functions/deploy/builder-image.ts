@@ -1,64 +1,66 @@
-// The builder image's custom resource (infra/constructs/builder-image.ts): at deploy, when the image's
-// source changed, build it on the bootstrap CodeBuild project(s) and answer with each architecture's
-// digest, which the builder projects then run pinned. The Provider framework calls `onEvent` once and
-// `isComplete` until the builds end. A Delete does nothing: the repository keeps (or, on stack deletion,
-// empties) its images.
-import { BatchGetBuildsCommand, CodeBuildClient, StartBuildCommand } from '@aws-sdk/client-codebuild';
+// The builder image's custom resource (infra/constructs/builder-image.ts). On Create/Update (a new hash
+// of functions/builder) it starts the bootstrap CodeBuild build of one architecture and hands it the
+// resource's presigned response URL: the build itself answers CloudFormation when it ends, with the
+// pushed image's digest, so no function waits for a build of several minutes. A Delete is answered at
+// once: the repository keeps (or, on stack deletion, empties) its images.
+import { CodeBuildClient, StartBuildCommand } from '@aws-sdk/client-codebuild';
 
-interface ResourceProps {
-  /** Bootstrap project per architecture, e.g. {"x86_64": "proj-a", "aarch64": "proj-b"}. */
-  Projects: Record<string, string>;
-  /** The tag the images get (the source asset's hash): a new hash is a new image. */
-  ImageTag: string;
-}
-
-interface CustomResourceEvent {
+export interface BuilderImageEvent {
   RequestType: 'Create' | 'Update' | 'Delete';
-  ResourceProperties: ResourceProps & { ServiceToken: string };
+  ResponseURL: string;
+  StackId: string;
+  RequestId: string;
+  LogicalResourceId: string;
   PhysicalResourceId?: string;
-  Data?: { BuildIds?: string };
+  ResourceProperties: { ServiceToken: string; Project: string; ImageTag: string };
 }
 
-const client = new CodeBuildClient({});
+/** CloudFormation's response to a custom resource request (its documented shape). */
+export async function respond(
+  event: BuilderImageEvent,
+  status: 'SUCCESS' | 'FAILED',
+  reason: string,
+  physicalId: string,
+): Promise<void> {
+  const body = JSON.stringify({
+    Status: status,
+    Reason: reason.slice(0, 1000),
+    PhysicalResourceId: physicalId,
+    StackId: event.StackId,
+    RequestId: event.RequestId,
+    LogicalResourceId: event.LogicalResourceId,
+  });
+  const res = await fetch(event.ResponseURL, { method: 'PUT', headers: { 'content-type': '' }, body });
+  if (!res.ok) throw new Error(`CloudFormation response rejected: ${res.status}`);
+}
 
-export async function onEvent(event: CustomResourceEvent) {
-  const { Projects, ImageTag } = event.ResourceProperties;
-  const physical = `builder-image:${ImageTag}`;
-  if (event.RequestType === 'Delete') return { PhysicalResourceId: event.PhysicalResourceId ?? physical };
-  const ids: Record<string, string> = {};
-  for (const [arch, projectName] of Object.entries(Projects)) {
-    const started = await client.send(
+let client: CodeBuildClient | undefined;
+
+export async function handler(event: BuilderImageEvent): Promise<void> {
+  const { Project, ImageTag } = event.ResourceProperties;
+  const physicalId = `builder-image:${ImageTag}`;
+  if (event.RequestType === 'Delete') {
+    await respond(event, 'SUCCESS', 'nothing to delete', event.PhysicalResourceId ?? physicalId);
+    return;
+  }
+  client ??= new CodeBuildClient({});
+  const env = (name: string, value: string) => ({ name, value, type: 'PLAINTEXT' as const });
+  try {
+    await client.send(
       new StartBuildCommand({
-        projectName,
-        environmentVariablesOverride: [{ name: 'IMAGE_TAG', value: `${ImageTag}-${arch}`, type: 'PLAINTEXT' }],
-        // One build per deployment attempt, even if CloudFormation repeats the request.
-        idempotencyToken: `${ImageTag}-${arch}`.slice(0, 64),
+        projectName: Project,
+        idempotencyToken: event.RequestId.slice(0, 64),
+        environmentVariablesOverride: [
+          env('IMAGE_TAG', ImageTag),
+          env('CFN_RESPONSE_URL', event.ResponseURL),
+          env('CFN_STACK_ID', event.StackId),
+          env('CFN_REQUEST_ID', event.RequestId),
+          env('CFN_LOGICAL_ID', event.LogicalResourceId),
+          env('CFN_PHYSICAL_ID', physicalId),
+        ],
       }),
     );
-    if (!started.build?.id) throw new Error(`CodeBuild did not start a build of ${projectName}`);
-    ids[arch] = started.build.id;
+  } catch (err) {
+    await respond(event, 'FAILED', `could not start the builder image build: ${(err as Error).message}`, physicalId);
   }
-  return { PhysicalResourceId: physical, Data: { BuildIds: JSON.stringify(ids) } };
-}
-
-export async function isComplete(event: CustomResourceEvent) {
-  if (event.RequestType === 'Delete') return { IsComplete: true };
-  const ids = JSON.parse(event.Data?.BuildIds ?? '{}') as Record<string, string>;
-  const { builds = [] } = await client.send(new BatchGetBuildsCommand({ ids: Object.values(ids) }));
-  const data: Record<string, string> = {};
-  for (const [arch, id] of Object.entries(ids)) {
-    const build = builds.find((b) => b.id === id);
-    const status = build?.buildStatus ?? 'IN_PROGRESS';
-    if (status === 'IN_PROGRESS') return { IsComplete: false };
-    if (status !== 'SUCCEEDED') {
-      throw new Error(`the ${arch} builder image build ${id} ended ${status}: see its log in CodeBuild`);
-    }
-    const digest = build?.exportedEnvironmentVariables?.find((v) => v.name === 'IMAGE_DIGEST')?.value ?? '';
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) {
-      throw new Error(`the ${arch} builder image build ${id} reported no digest`);
-    }
-    // The hex alone: the construct prefixes `sha256:` so that CDK renders `<repository>@sha256:<hex>`.
-    data[`Digest_${arch}`] = digest.slice('sha256:'.length);
-  }
-  return { IsComplete: true, Data: data };
 }

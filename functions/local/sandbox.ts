@@ -191,6 +191,7 @@ export class Sandbox {
       '/run/ib-net/endpoints',
       ...this.opts.command,
     ];
+    if (this.stopped) throw new Error('the sandbox was stopped before it started');
     const child = spawn('podman', args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...this.opts.env },

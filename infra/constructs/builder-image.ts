@@ -12,7 +12,6 @@ import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
-import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { BUILDER_CONTEXT_FILES, BUILDER_DIR, buildspecJson } from '../../functions/builder/files.js';
 import { ApiFunction } from './api-function.js';
@@ -39,22 +38,30 @@ export interface BuilderImageProps {
   readonly logRetention: logs.RetentionDays;
 }
 
-/** The bootstrap project's buildspec: Docker builds the Containerfile, pushes it and exports the digest. */
+/**
+ * The bootstrap project's buildspec: Docker builds the Containerfile and pushes it; post_build (which
+ * runs whether the build phase succeeded or not) answers the custom resource with the digest.
+ */
 export function bootstrapBuildSpec(): codebuild.BuildSpec {
   return codebuild.BuildSpec.fromObject({
     version: '0.2',
-    env: { shell: 'bash', 'exported-variables': ['IMAGE_DIGEST'] },
+    env: { shell: 'bash' },
     phases: {
-      pre_build: {
-        commands: [
-          'aws ecr get-login-password --region "$AWS_REGION" | docker login --username AWS --password-stdin "${REPOSITORY_URI%%/*}"',
-        ],
-      },
       build: {
         commands: [
+          'aws ecr get-login-password --region "$AWS_REGION" | docker login --username AWS --password-stdin "${REPOSITORY_URI%%/*}"',
           'docker build --pull --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SNAPSHOT="$DEBIAN_SNAPSHOT" -t "$REPOSITORY_URI:$IMAGE_TAG" -f Containerfile .',
           'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
           'export IMAGE_DIGEST="$(docker inspect --format \'{{index .RepoDigests 0}}\' "$REPOSITORY_URI:$IMAGE_TAG" | sed \'s/^.*@//\')"',
+        ],
+      },
+      post_build: {
+        commands: [
+          [
+            'if [ "$CODEBUILD_BUILD_SUCCEEDING" = 1 ] && [[ "${IMAGE_DIGEST:-}" =~ ^sha256:[0-9a-f]{64}$ ]]; then status=SUCCESS; reason="pushed $REPOSITORY_URI@$IMAGE_DIGEST"; else status=FAILED; reason="the builder image build failed: see CodeBuild build $CODEBUILD_BUILD_ID"; fi',
+            'printf \'{"Status":"%s","Reason":"%s","PhysicalResourceId":"%s","StackId":"%s","RequestId":"%s","LogicalResourceId":"%s","Data":{"Digest":"%s"}}\' "$status" "$reason" "$CFN_PHYSICAL_ID" "$CFN_STACK_ID" "$CFN_REQUEST_ID" "$CFN_LOGICAL_ID" "${IMAGE_DIGEST#sha256:}" > /tmp/cfn-response.json',
+            'curl -fsS --retry 5 -X PUT -H "Content-Type:" --data-binary @/tmp/cfn-response.json "$CFN_RESPONSE_URL"',
+          ].join('; '),
         ],
       },
     },
@@ -66,7 +73,7 @@ export class BuilderImage extends Construct {
   /** The builder directory as the bootstrap projects' source (Containerfile, scripts, buildspec.json). */
   readonly source: s3assets.Asset;
   readonly architectures: BuilderArch[];
-  private readonly resource: CustomResource;
+  private readonly images = new Map<BuilderArch, CustomResource>();
 
   constructor(scope: Construct, id: string, props: BuilderImageProps) {
     super(scope, id);
@@ -95,34 +102,57 @@ export class BuilderImage extends Construct {
         },
       },
     });
-    const projects: Record<string, string> = {};
-    const projectArns: string[] = [];
+    const start = new ApiFunction(this, 'Start', {
+      entry: 'functions/deploy/builder-image.ts',
+      description: 'Builder image custom resource: starts the bootstrap build, which answers CloudFormation',
+      logRetention: props.logRetention,
+    });
+    // The bootstrap role, written in full (no CodeBuild defaults: report groups, /aws/codebuild/*).
+    const role = new iam.Role(this, 'BootstrapRole', {
+      assumedBy: new iam.ServicePrincipal('codebuild.amazonaws.com'),
+      description: `Bootstrap builds of the builder image (${this.node.path})`,
+    });
+    this.repository.grantPullPush(role);
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resources: [this.source.bucket.arnForObjects(this.source.s3ObjectKey)],
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetBucketAcl', 's3:GetBucketLocation'],
+        resources: [this.source.bucket.bucketArn],
+      }),
+    );
+    Validations.of(role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'ecr:GetAuthorizationToken (docker login to the stack’s repository) supports no resource-level permissions.',
+    });
     for (const arch of props.architectures) {
+      const logGroup = new logs.LogGroup(this, `Logs${arch}`, { retention: props.logRetention });
+      logGroup.grantWrite(role);
       const project = new codebuild.Project(this, arch === 'x86_64' ? 'BootstrapX86_64' : 'BootstrapAarch64', {
         description: `ImageBuilder: builds the ${arch} builder image (functions/builder/Containerfile)`,
         source: codebuild.Source.s3({ bucket: this.source.bucket, path: this.source.s3ObjectKey }),
         buildSpec: bootstrapBuildSpec(),
+        role: role.withoutPolicyUpdates(),
         environment: {
           buildImage:
             arch === 'x86_64'
               ? codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5
               : codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0,
           computeType: arch === 'x86_64' ? codebuild.ComputeType.MEDIUM : codebuild.ComputeType.LARGE,
-          privileged: true, // Docker-in-Docker builds the image; only this repository's files run here
+          privileged: true, // Docker builds the image; only this repository's files run here
         },
         environmentVariables: {
           REPOSITORY_URI: { value: this.repository.repositoryUri },
           BASE_IMAGE: { value: baseImage },
           DEBIAN_SNAPSHOT: { value: props.debianSnapshot ?? DEFAULT_DEBIAN_SNAPSHOT },
         },
-        timeout: Duration.minutes(60),
-        logging: {
-          cloudWatch: { logGroup: new logs.LogGroup(this, `Logs${arch}`, { retention: props.logRetention }) },
-        },
+        timeout: Duration.minutes(50),
+        logging: { cloudWatch: { logGroup } },
       });
-      this.repository.grantPullPush(project);
-      projects[arch] = project.projectName;
-      projectArns.push(project.projectArn);
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB3',
         reason:
@@ -132,40 +162,25 @@ export class BuilderImage extends Construct {
         id: 'AwsSolutions-CB4',
         reason: 'The project produces an image in ECR (encrypted at rest by ECR) and no CodeBuild artifacts.',
       });
-    }
-
-    const handler = (name: 'onEvent' | 'isComplete') => {
-      const fn = new ApiFunction(this, name === 'onEvent' ? 'Start' : 'Wait', {
-        entry: 'functions/deploy/builder-image.ts',
-        handler: name,
-        description: `Builder image custom resource (${name})`,
-        logRetention: props.logRetention,
-      });
-      fn.role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          actions: name === 'onEvent' ? ['codebuild:StartBuild'] : ['codebuild:BatchGetBuilds'],
-          resources: projectArns,
-        }),
+      start.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: ['codebuild:StartBuild'], resources: [project.projectArn] }),
       );
-      return fn.function;
-    };
-    const provider = new cr.Provider(this, 'Provider', {
-      onEventHandler: handler('onEvent'),
-      isCompleteHandler: handler('isComplete'),
-      queryInterval: Duration.seconds(30),
-      totalTimeout: Duration.minutes(90),
-    });
-    this.resource = new CustomResource(this, 'Image', {
-      serviceToken: provider.serviceToken,
-      properties: { Projects: projects, ImageTag: this.source.assetHash },
-    });
+      const image = new CustomResource(this, `Image${arch}`, {
+        serviceToken: start.function.functionArn,
+        // The build answers within its own timeout (50 minutes), under CloudFormation's default hour.
+        properties: { Project: project.projectName, ImageTag: `${this.source.assetHash}-${arch}` },
+      });
+      image.node.addDependency(role);
+      this.images.set(arch, image);
+    }
   }
 
   /** `sha256:<hex>` of the architecture's image (a deploy-time value). */
   digest(arch: BuilderArch): string {
-    return `sha256:${this.resource.getAttString(`Digest_${arch}`)}`;
+    const image = this.images.get(arch);
+    if (!image) throw new Error(`no ${arch} builder image in this deployment`);
+    return `sha256:${image.getAttString('Digest')}`;
   }
-
   /** The architecture's image pinned by digest, for a CodeBuild project (pull with the project's role). */
   buildImage(arch: BuilderArch): codebuild.IBuildImage {
     return arch === 'x86_64'

@@ -242,6 +242,9 @@ export class ImageExportWorkflow extends Construct {
     // Reads the disk image for the referrer; deletes it when an export ends Canceled or Failed, or is
     // deleted with its build.
     props.contextStore.grantArtifactsReadDelete(step);
+    // Presigns the one PUT of each run's disk image (and EKS result): a presigned URL can do what its
+    // signer may, so the step, not the builders, holds the write on artifacts/.
+    props.contextStore.grantArtifactsWrite(step);
     // The destination registry's password, for the referrer push.
     grantRepositoryPasswordsRead(step, this, props.secrets, 'The export steps');
     props.events.grantPutEvents(step);

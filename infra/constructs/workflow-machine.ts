@@ -85,7 +85,7 @@ export function workflowMachine(scope: Construct, props: WorkflowMachineProps): 
           stack.formatArn({
             service: 'events',
             resource: 'rule',
-            resourceName: 'StepFunctionsGetEventsForCodeBuildStartBuildRule',
+            resourceName: 'StepFunctionsGetEventForCodeBuildStartBuildRule',
           }),
         ],
       }),

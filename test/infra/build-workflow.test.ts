@@ -6,6 +6,8 @@ import { App } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { parse as yamlParse } from 'yaml';
+import { loadBuildspec } from '../../functions/builder/files.js';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import {
   armComputeType,
@@ -15,6 +17,7 @@ import {
 import { UNUSED_EKS_SUBSTITUTIONS } from '../../infra/constructs/eks-runner.js';
 import {
   asArray,
+  documentedCodeBuildSyncRule,
   flat,
   ofType,
   policyStatements,
@@ -99,16 +102,24 @@ describe('build workflow in AWS', () => {
     });
   });
 
-  it('runs the builder script on two privileged projects: x86_64 (LINUX_CONTAINER) and aarch64 (ARM_CONTAINER)', () => {
-    const projects = ofType(s.resources, 'AWS::CodeBuild::Project').map(([, p]) => p.Properties);
+  it('runs the buildspec file on two privileged projects in the builder image, pinned by digest: x86_64 (LINUX_CONTAINER) and aarch64 (ARM_CONTAINER)', () => {
+    const projects = ofType(s.resources, 'AWS::CodeBuild::Project')
+      .filter(([id]) => /^ImageBuilderBuilders/.test(id))
+      .map(([, p]) => p.Properties);
     expect(projects).toHaveLength(2);
     for (const p of projects) expect(p.Environment.PrivilegedMode).toBe(true);
-    expect(
-      projects.map((p) => [p.Environment.Type, p.Environment.Image, p.Environment.ComputeType]).sort(),
-    ).toEqual([
-      ['ARM_CONTAINER', 'aws/codebuild/amazonlinux-aarch64-standard:3.0', 'BUILD_GENERAL1_LARGE'],
-      ['LINUX_CONTAINER', 'aws/codebuild/amazonlinux-x86_64-standard:5.0', 'BUILD_GENERAL1_MEDIUM'],
+    const repo = idOf(s.resources, 'AWS::ECR::Repository', /BuilderImageRepository/);
+    // `<account>.dkr.ecr.<region>.<suffix>/<repo>@sha256:<digest the bootstrap build reported>`
+    const image = (p: Record<string, any>) => flat(p.Environment.Image);
+    expect(projects.map((p) => [p.Environment.Type, p.Environment.ComputeType]).sort()).toEqual([
+      ['ARM_CONTAINER', 'BUILD_GENERAL1_LARGE'],
+      ['LINUX_CONTAINER', 'BUILD_GENERAL1_MEDIUM'],
     ]);
+    for (const p of projects) {
+      const arch = p.Environment.Type === 'ARM_CONTAINER' ? 'aarch64' : 'x86_64';
+      expect(image(p)).toMatch(new RegExp(`/<${repo}>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`));
+      expect(p.Environment.ImagePullCredentialsType).toBe('SERVICE_ROLE');
+    }
     const roles = new Set<string>();
     for (const p of projects) {
       expect(p.TimeoutInMinutes).toBe(90);
@@ -116,36 +127,36 @@ describe('build workflow in AWS', () => {
       expect(p.Artifacts).toEqual({ Type: 'NO_ARTIFACTS' });
       expect(p.LogsConfig.CloudWatchLogs).toEqual({ Status: 'ENABLED', GroupName: { Ref: builderLogs } });
       roles.add(p.ServiceRole['Fn::GetAtt'][0]);
-
-      // CodeBuild refuses longer inline buildspecs: the builder script is an asset, not embedded.
+      // CodeBuild refuses longer inline buildspecs.
       expect(p.Source.BuildSpec.length).toBeLessThan(MAX_INLINE_BUILDSPEC_LENGTH);
-      const scriptUrl = {
-        'Fn::Sub': expect.stringMatching(
-          /^s3:\/\/cdk-\w+-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}\/[0-9a-f]{64}\.sh$/,
-        ),
-      };
-      expect(p.Environment.EnvironmentVariables).toEqual([
-        { Name: 'IB_BUILDER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
-        { Name: 'IB_EXPORTER_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
-        { Name: 'IB_COMMON_SCRIPT_S3', Type: 'PLAINTEXT', Value: scriptUrl },
-      ]);
-      const spec = JSON.parse(p.Source.BuildSpec);
-      expect(spec.env['exported-variables']).toEqual(['IB_DIGEST', 'IB_SHA256', 'IB_SIZE', 'IB_AMI_ID']);
-      const commands = Object.values(spec.phases as Record<string, { commands: string[] }>)
-        .flatMap((phase) => phase.commands)
-        .join('\n');
-      expect(commands).toContain('command -v buildah >/dev/null 2>&1 || dnf install -y');
-      expect(commands).toContain(
-        'aws s3 cp --only-show-errors "$IB_BUILDER_SCRIPT_S3" /usr/local/bin/ib-build-image',
-      );
-      expect(commands).toContain(
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
-        'aws s3 cp --only-show-errors "s3://$IB_CONTEXT_BUCKET/${IB_CONTEXT_PREFIX}context.tar" - | tar -x -C "$CODEBUILD_SRC_DIR/ctx"',
-      );
-      expect(commands).toMatch(/IB_CONTEXT_DIR="\$CODEBUILD_SRC_DIR\/ctx" IB_DIGEST_FILE=\S+ ib-build-image/);
-      expect(commands).toContain('export IB_DIGEST=');
+      // The buildspec is the file the local sandbox and the EKS pods run, unchanged.
+      expect(yamlParse(p.Source.BuildSpec)).toEqual(loadBuildspec());
+      // No script download, no install at run time: the image carries everything.
+      expect(p.Source.BuildSpec).not.toMatch(/dnf install|aws s3 cp/);
+      expect(p.Environment.EnvironmentVariables).toBeUndefined();
     }
     expect(roles.size).toBe(1);
+  });
+
+  it('builds the builder image at deploy on bootstrap projects, from the digest-pinned base, and waits for its digests', () => {
+    const boots = ofType(s.resources, 'AWS::CodeBuild::Project').filter(([id]) => /Bootstrap/.test(id));
+    expect(boots).toHaveLength(2);
+    for (const [, b] of boots) {
+      const env = Object.fromEntries(
+        (b.Properties.Environment.EnvironmentVariables as { Name: string; Value: unknown }[]).map((v) => [v.Name, v.Value]),
+      );
+      expect(env.BASE_IMAGE).toMatch(/@sha256:[0-9a-f]{64}$/);
+      expect(b.Properties.Source.Type).toBe('S3');
+    }
+    const images = ofType(s.resources, 'AWS::CloudFormation::CustomResource');
+    expect(images.map(([id]) => id).filter((id) => /BuilderImageImage/.test(id))).toHaveLength(2);
+  });
+
+  it('leaves out the aarch64 builders where the region has no ARM_CONTAINER (context aarch64Builders=false)', () => {
+    const x = synthesize({ stage: 'dev', aarch64Builders: 'false' });
+    const types = ofType(x.resources, 'AWS::CodeBuild::Project').map(([, p]) => p.Properties.Environment.Type);
+    expect(types).not.toContain('ARM_CONTAINER');
+    expect(() => synthesize({ stage: 'dev', aarch64Builders: 'maybe' })).toThrow(/aarch64Builders/);
   });
 
   it('maps the compute type to one the ARM environment offers', () => {
@@ -154,28 +165,20 @@ describe('build workflow in AWS', () => {
     expect(armComputeType('BUILD_GENERAL1_2XLARGE')).toBe('BUILD_GENERAL1_2XLARGE');
   });
 
-  it('gives the builders a least-privilege role: context and scripts read, passwords, their log group, disk images written', () => {
-    const [project] = ofType(s.resources, 'AWS::CodeBuild::Project');
+  it('gives the builders a least-privilege role: no S3 at all, passwords, their log group, the image pull', () => {
+    const project = ofType(s.resources, 'AWS::CodeBuild::Project').find(([id]) => /^ImageBuilderBuilders/.test(id));
     const role = project?.[1].Properties.ServiceRole['Fn::GetAtt'][0] as string;
     expect(s.resources[role]?.Properties.AssumeRolePolicyDocument.Statement).toEqual([
       expect.objectContaining({ Principal: { Service: 'codebuild.amazonaws.com' } }),
     ]);
     const statements = policyStatements(s.resources, role);
     const rendered = statements.map((st) => [asArray(st.Action).sort(), asArray(st.Resource).map(flat)]);
+    const repo = idOf(s.resources, 'AWS::ECR::Repository', /BuilderImageRepository/);
     expect(rendered).toEqual(
       expect.arrayContaining([
         [['logs:CreateLogStream', 'logs:PutLogEvents'], [`<${builderLogs}.Arn>`]],
-        [['s3:GetObject'], [`<${bucket}.Arn>/contexts/*`]],
-        [['s3:ListBucket'], [`<${bucket}.Arn>`]],
-        [
-          ['s3:GetObject'],
-          [
-            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
-            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
-            expect.stringMatching(/^arn:<AWS::Partition>:s3:::cdk-\w+-assets-.+\/[0-9a-f]{64}\.sh$/),
-          ],
-        ],
-        [['s3:PutObject'], [`<${bucket}.Arn>/artifacts/*`]],
+        [['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'], [`<${repo}.Arn>`]],
+        [['ecr:GetAuthorizationToken'], ['*']],
         [
           ['secretsmanager:GetSecretValue'],
           [
@@ -184,12 +187,10 @@ describe('build workflow in AWS', () => {
         ],
       ]),
     );
-    // Nothing else: no CodeBuild defaults (report groups, /aws/codebuild/* log groups), no other
-    // writes; the other five statements are the ami import (test/infra/export-workflow.test.ts).
-    expect(rendered).toHaveLength(11);
-    expect(actionsOf(statements).filter((a) => !/^(ec2|iam):/.test(a))).not.toContain('s3:DeleteObject');
-    const list = statements.find((st) => st.Action === 's3:ListBucket');
-    expect(list?.Condition).toEqual({ StringLike: { 's3:prefix': ['contexts/*'] } });
+    // A run reads its context and writes its disk image through presigned URLs only.
+    expect(actionsOf(statements).filter((a) => a.startsWith('s3:'))).toEqual([]);
+    // Nothing else: no CodeBuild defaults; the other five statements are the ami import.
+    expect(rendered).toHaveLength(9);
   });
 
   it('fills every placeholder of the ASL file with definitionSubstitutions', () => {
@@ -200,24 +201,21 @@ describe('build workflow in AWS', () => {
       'BuildProjectX86_64',
       'BuildStepFunctionArn',
       'BuilderLogGroupName',
-      'BuilderScriptUrl',
-      'CommonScriptUrl',
-      'EksBuilderImage',
+      'EksBuilderImageAarch64',
+      'EksBuilderImageX86_64',
       'EksCertificateAuthority',
       'EksClusterName',
       'EksEndpoint',
-      'EksJobScriptUrl',
       'EksNamespace',
       'EksServiceAccount',
-      'ExporterScriptUrl',
       'Runner',
     ]);
     const p = s.resources[machine]?.Properties as Record<string, any>;
     const substitutions = p.DefinitionSubstitutions as Record<string, unknown>;
     expect(Object.keys(substitutions).sort()).toEqual(placeholders);
     // Each names the resource it should.
-    const x86 = idOf(s.resources, 'AWS::CodeBuild::Project', /X8664/);
-    const arm = idOf(s.resources, 'AWS::CodeBuild::Project', /Aarch64/);
+    const x86 = idOf(s.resources, 'AWS::CodeBuild::Project', /BuildersX8664/);
+    const arm = idOf(s.resources, 'AWS::CodeBuild::Project', /BuildersAarch64/);
     // The EKS runner's placeholders hold inert values: with runner codebuild its states are never entered
     // (test/infra/eks-runner.test.ts covers runner eks).
     expect(substitutions).toEqual({
@@ -277,16 +275,15 @@ describe('build workflow in AWS', () => {
     ]);
     expect(asArray(builds[0]?.Resource).map(flat).sort()).toEqual(
       ofType(s.resources, 'AWS::CodeBuild::Project')
+        .filter(([id]) => /^ImageBuilderBuilders/.test(id))
         .map(([id]) => `<${id}.Arn>`)
         .sort(),
     );
+    // The managed rule of startBuild.sync, as aws-cdk-lib's own task (and AWS's documentation) names it.
     const rule = byAction('events:PutRule');
-    expect(rule.map((st) => asArray(st.Action).sort())).toEqual([
-      ['events:DescribeRule', 'events:PutRule', 'events:PutTargets'],
-    ]);
-    expect(flat(rule[0]?.Resource)).toBe(
-      'arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:rule/StepFunctionsGetEventsForCodeBuildStartBuildRule',
-    );
+    const documented = documentedCodeBuildSyncRule();
+    expect(rule.map((st) => asArray(st.Action).sort())).toEqual([documented.actions]);
+    expect(flat(rule[0]?.Resource)).toBe(documented.resource);
     // "*" only for the actions without resource-level permissions (log delivery, X-Ray).
     for (const st of statements.filter((st) => st.Resource === '*')) {
       for (const action of asArray(st.Action))

@@ -5,15 +5,17 @@
 // the builder pods get their own role through EKS Pod Identity. With the default runner nothing of it.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { jobEnv, planBuild } from '../../functions/commons/domain/build-plan.js';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import { IMAGE_BUILD_ASL } from '../../infra/constructs/build-workflow.js';
-import { EKS_JOB_SCRIPT } from '../../infra/constructs/eks-runner.js';
+import { BUILDER_DIR } from '../../functions/builder/files.js';
 import { IMAGE_EXPORT_ASL } from '../../infra/constructs/export-workflow.js';
 import { asArray, flat, ofType, policyStatements, type Resources, synthesize } from './template.js';
 
+const EKS_JOB_SCRIPT = join(BUILDER_DIR, 'eks-job.sh');
 const CA = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64');
 const EKS_CONTEXT = {
   stage: 'dev',
@@ -23,7 +25,6 @@ const EKS_CONTEXT = {
   eksCertificateAuthority: CA,
   eksNamespace: 'imagebuilder',
   eksServiceAccount: 'imagebuilder-builder',
-  eksBuilderImage: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/imagebuilder-builder:1',
 };
 
 type State = Record<string, any>;
@@ -87,14 +88,16 @@ describe('EKS runner (runner: eks)', () => {
       expect(pod.containers, name).toHaveLength(1);
       const [c] = pod.containers;
       expect(c.securityContext, name).toEqual({ privileged: true });
-      expect(c.image, name).toBe(EKS_CONTEXT.eksBuilderImage);
+      // The stack's builder image of the node's architecture, by digest.
+      const arch = name.includes('Aarch64') ? 'aarch64' : 'x86_64';
+      expect(c.image, name).toMatch(
+        new RegExp(`/<ImageBuilderBuilderImageRepository\\w+>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`),
+      );
       // The environment is the run's job env only (secret ARNs, never values), nothing static.
       expect(c['env.$'], name).toMatch(/\.job\.env$/);
       expect(c.env, name).toBeUndefined();
-      // The entrypoint fetches eks-job.sh and passes the scripts' asset URLs, all resolved.
-      expect(c.command.slice(0, 2), name).toEqual(['/bin/bash', '-c']);
-      for (const url of c.command.slice(4))
-        expect(url, name).toMatch(/^s3:\/\/<?[\w:.${}-]+>?\/[0-9a-f]{64}\.sh$/);
+      // The entrypoint is in the image: nothing is downloaded at run time.
+      expect(c.command, name).toEqual(['ib-eks-job']);
       expect(spec.template.metadata.annotations['imagebuilder.flightctl.io/log-stream.$'], name).toMatch(
         /logstream$/i,
       );
@@ -178,18 +181,12 @@ describe('EKS runner (runner: eks)', () => {
       statements
         .filter((st) => asArray(st.Action).includes(action))
         .flatMap((st) => asArray(st.Resource).map(flat));
-    expect(byAction('s3:PutObject').sort()).toEqual(
-      expect.arrayContaining([
-        expect.stringMatching(/\/artifacts\/\*$/),
-        expect.stringMatching(/\/contexts\/\*\/results\/\*$/),
-      ]),
-    );
-    expect(byAction('s3:PutObject')).toHaveLength(2);
+    // No S3: a pod reads its context and writes its disk image and result through presigned URLs.
+    expect(statements.flatMap((st) => asArray(st.Action)).filter((a) => a.startsWith('s3:'))).toEqual([]);
+    expect(byAction('ecr:BatchGetImage')).toEqual([expect.stringMatching(/BuilderImageRepository/)]);
     expect(byAction('secretsmanager:GetSecretValue')).toEqual([
       'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
     ]);
-    expect(byAction('s3:DeleteObject')).toEqual([]);
-    expect(byAction('s3:GetObject').filter((r) => r.endsWith('.sh'))).toHaveLength(4);
   });
 
   it('keeps secrets out of the Job: a password is only its ARN, resolved in the pod', () => {
@@ -221,7 +218,7 @@ describe('EKS runner (runner: eks)', () => {
       repo('quay.io'),
       repo('registry.example.com', secret),
       { contextBucket: 'bucket', buildTimeoutSeconds: 3600, heartbeatSeconds: 30 },
-      { contextUrl: 'https://bucket.s3/ctx?sig', resultUrls: {} },
+      { contextUrl: 'https://bucket.s3/ctx?sig', resultUrls: { 'contexts/acme/0b7c-1/results/x86_64.json': 'https://bucket.s3/res?sig' } },
       'eks',
     );
     const job = plan.builds[0]?.job;
@@ -229,9 +226,22 @@ describe('EKS runner (runner: eks)', () => {
     expect(job?.name).toBe('ib-0b7c-1-amd64');
     expect(job?.env).toContainEqual({ name: 'IB_DEST_PASSWORD_SECRET_ARN', value: secret });
     expect(job?.env.map((v) => v.name)).not.toContain('IB_DEST_PASSWORD');
-    expect(job?.env).toContainEqual({ name: 'IB_RESULT_URI', value: `s3://bucket/${job?.resultKey}` });
+    expect(job?.resultKey).toBe('contexts/acme/0b7c-1/results/x86_64.json');
+    expect(job?.env).toContainEqual({ name: 'IB_RESULT_URL', value: 'https://bucket.s3/res?sig' });
     expect(jobEnv([{ Name: 'X', Value: 'v', Type: 'PLAINTEXT' }])).toEqual([{ name: 'X', value: 'v' }]);
   });
+
+  it('defaults namespace and service account per stage, so two stages can share a cluster', () => {
+    const { eksNamespace: _n, eksServiceAccount: _a, ...rest } = EKS_CONTEXT;
+    const names = (stage: string) => {
+      const x = synthesize({ ...rest, stage });
+      const [[, assoc]] = ofType(x.resources, 'AWS::EKS::PodIdentityAssociation') as [[string, any]];
+      return [assoc.Properties.Namespace, assoc.Properties.ServiceAccount];
+    };
+    const [dev, prod] = [names('dev'), names('prod')];
+    expect(dev).not.toEqual(prod);
+    expect(dev[0]).not.toBe(prod[0]);
+  }, 120_000);
 
   it('ships an entrypoint script that bash accepts', () => {
     expect(spawnSync('bash', ['-n', EKS_JOB_SCRIPT]).status).toBe(0);

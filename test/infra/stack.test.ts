@@ -135,9 +135,9 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
     const logStatements = policyStatements(s.resources).filter((st) =>
       asArray(st.Action).includes('logs:PutLogEvents'),
     );
-    // Eight functions (four API, the build and export steps, the reconciler, the heartbeat handler) and
-    // the builders.
-    expect(logStatements).toHaveLength(9);
+    // Nine functions (four API, the build and export steps, the reconciler, the heartbeat handler, the
+    // builder image's custom resource), the builders, and the builder image's two bootstrap projects.
+    expect(logStatements).toHaveLength(12);
     for (const st of logStatements) expect(logGroups.has(flat(st.Resource)), flat(st.Resource)).toBe(true);
   });
 
@@ -181,8 +181,9 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
   it('runs every Lambda on nodejs22.x or newer, arm64, active tracing, its own retained log group', () => {
     const logGroups = Object.fromEntries(ofType(s.resources, 'AWS::Logs::LogGroup'));
     const functions = ofType(s.resources, 'AWS::Lambda::Function');
-    // four API handlers, the build and export steps, the reconciler, the heartbeat handler
-    expect(functions).toHaveLength(8);
+    // four API handlers, the build and export steps, the reconciler, the heartbeat handler, the builder
+    // image's custom resource
+    expect(functions).toHaveLength(9);
     for (const [id, fn] of functions) {
       const p = fn.Properties as Record<string, any>;
       expect(Number(/^nodejs(\d+)\.x$/.exec(p.Runtime)?.[1]), id).toBeGreaterThanOrEqual(22);
@@ -190,6 +191,11 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       expect(p.TracingConfig, id).toEqual({ Mode: 'Active' });
       expect(p.Handler, id).toBe('index.handler');
       expect(logGroups[p.LoggingConfig.LogGroup.Ref]?.Properties.RetentionInDays, id).toBe(30);
+      // The deploy-time custom resource touches no service data: it gets none of the service's settings.
+      if (String(p.Description).startsWith('Builder image custom resource')) {
+        expect(p.Environment.Variables, id).toEqual({ NODE_OPTIONS: '--enable-source-maps' });
+        continue;
+      }
       expect(p.Environment.Variables, id).toMatchObject({
         NODE_OPTIONS: '--enable-source-maps',
         STAGE: 'dev',
@@ -219,8 +225,8 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
 
   it('sets a retention on every log group', () => {
     const groups = ofType(s.resources, 'AWS::Logs::LogGroup');
-    // Eight functions, API access logs, the builders and the two state machines.
-    expect(groups).toHaveLength(12);
+    // Nine functions, API access logs, the builders, the two bootstrap projects, the two state machines.
+    expect(groups).toHaveLength(15);
     for (const [id, g] of groups) expect(g.Properties.RetentionInDays, id).toBe(30);
   });
 
@@ -292,6 +298,7 @@ describe('ImageBuilderStack (default context: Cognito user pool)', () => {
       'AwsSolutions-APIG4',
       'AwsSolutions-CB3',
       'AwsSolutions-CB4',
+      'AwsSolutions-CB5',
       'AwsSolutions-COG2',
       'AwsSolutions-IAM5[Resource::*]',
       'AwsSolutions-IAM5[Resource::<ImageBuilderBuildContextsBucket30C312FA.Arn>/artifacts/*]',
@@ -350,9 +357,13 @@ describe('ImageBuilderStack (external JWT issuer from context)', () => {
       DefaultRouteSettings: { ThrottlingRateLimit: 10, ThrottlingBurstLimit: 20 },
     });
     s.template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 7 });
-    s.template.allResourcesProperties('AWS::Lambda::Function', {
-      Environment: { Variables: Match.objectLike({ STAGE: 'prod', SECRETS_PREFIX: 'imagebuilder/prod' }) },
-    });
+    const service = ofType(s.resources, 'AWS::Lambda::Function').filter(
+      ([, f]) => !String(f.Properties.Description).startsWith('Builder image custom resource'),
+    );
+    expect(service).toHaveLength(8);
+    for (const [id, f] of service) {
+      expect(f.Properties.Environment.Variables, id).toMatchObject({ STAGE: 'prod', SECRETS_PREFIX: 'imagebuilder/prod' });
+    }
     s.template.hasResourceProperties('AWS::SecretsManager::Secret', {
       Name: 'imagebuilder/prod/continue-token-key',
     });

@@ -1,6 +1,9 @@
 // Shared by the infra tests: synthesize the app's stack from context as `cdk synth -c …` does, with
 // the cdk-nag checks of infra/app.ts, and read the template back.
-import { App, Validations } from 'aws-cdk-lib';
+import { App, Stack, Validations } from 'aws-cdk-lib';
+import * as codebuild from 'aws-cdk-lib/aws-codebuild';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
@@ -64,4 +67,25 @@ export function flat(value: unknown): string {
   if (v.Ref) return `<${v.Ref}>`;
   if (v['Fn::GetAtt']) return `<${(v['Fn::GetAtt'] as string[]).join('.')}>`;
   return JSON.stringify(value);
+}
+
+/**
+ * The events statement Step Functions needs for `codebuild:startBuild.sync`, as aws-cdk-lib's own
+ * CodeBuildStartBuild task writes it — an authority independent of this repository. AWS documents the
+ * same ("IAM policies for AWS CodeBuild", Step Functions developer guide): events:PutTargets,
+ * events:PutRule, events:DescribeRule on `rule/StepFunctionsGetEventForCodeBuildStartBuildRule`.
+ */
+export function documentedCodeBuildSyncRule(): { actions: string[]; resource: string } {
+  const app = new App();
+  const stack = new Stack(app, 'Reference');
+  const project = new codebuild.Project(stack, 'P', { buildSpec: codebuild.BuildSpec.fromObject({ version: '0.2' }) });
+  new sfn.StateMachine(stack, 'M', {
+    definitionBody: sfn.DefinitionBody.fromChainable(
+      new tasks.CodeBuildStartBuild(stack, 'T', { project, integrationPattern: sfn.IntegrationPattern.RUN_JOB }),
+    ),
+  });
+  const resources = Template.fromStack(stack).toJSON().Resources as Resources;
+  const st = policyStatements(resources).find((s) => asArray(s.Action).includes('events:PutRule'));
+  if (!st) throw new Error('aws-cdk-lib wrote no events statement for startBuild.sync');
+  return { actions: asArray(st.Action).sort(), resource: flat(st.Resource) };
 }
