@@ -1,7 +1,7 @@
 // The whole product on this machine: DynamoDB Local, the file secret store, the local workflows and the
 // same handlers behind the local gateway. Used by `npm start`, the tests and the benchmarks.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DynamoDbQuotaLedger, DynamoDbResourceStore } from '../commons/adapters/dynamodb-store.js';
@@ -112,7 +112,10 @@ async function jwtSecretFor(dataDir: string, given?: string): Promise<string> {
 
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
   const dataDir = resolve(opts.dataDir ?? '.local');
-  await mkdir(join(dataDir, 'dynamodb'), { recursive: true });
+  // All state, secrets included: the owner's only (0700; files 0600 where they hold secrets).
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o700);
+  await mkdir(join(dataDir, 'dynamodb'), { recursive: true, mode: 0o700 });
   const jwtSecret = await jwtSecretFor(dataDir, opts.jwtSecret);
   const ownDynamo = !opts.dynamo;
   const dynamo =
