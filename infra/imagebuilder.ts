@@ -128,7 +128,8 @@ export const DEFAULT_BUILDER_COMPUTE_TYPE: BuilderComputeType = 'BUILD_GENERAL1_
 
 /** A complete secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 chars>`. */
 /** registry/name[:tag]@sha256:<hex>: an image pinned by digest. */
-const PINNED_IMAGE = /^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(\/[a-z0-9][a-z0-9._-]*)+(:[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$/;
+const PINNED_IMAGE =
+  /^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(\/[a-z0-9][a-z0-9._-]*)+(:[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}$/;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
 
@@ -276,9 +277,7 @@ function runnerProblems(props: ImageBuilderProps): string[] {
     return problems;
   }
   if (e === undefined) {
-    problems.push(
-      'runner "eks" needs the cluster: eksClusterName, eksEndpoint, eksCertificateAuthority',
-    );
+    problems.push('runner "eks" needs the cluster: eksClusterName, eksEndpoint, eksCertificateAuthority');
     return problems;
   }
   if (typeof e.clusterName !== 'string' || !EKS_CLUSTER_NAME.test(e.clusterName)) {
@@ -290,8 +289,13 @@ function runnerProblems(props: ImageBuilderProps): string[] {
   if (typeof e.certificateAuthority !== 'string' || !BASE64.test(e.certificateAuthority)) {
     problems.push('eksCertificateAuthority must be the cluster certificate authority data (base64)');
   }
-  if (e.builderImage !== undefined && !(typeof e.builderImage === 'string' && PINNED_IMAGE.test(e.builderImage))) {
-    problems.push(`eksBuilderImage ${JSON.stringify(e.builderImage)} must be pinned by digest: registry/name@sha256:<64 hex>`);
+  if (
+    e.builderImage !== undefined &&
+    !(typeof e.builderImage === 'string' && PINNED_IMAGE.test(e.builderImage))
+  ) {
+    problems.push(
+      `eksBuilderImage ${JSON.stringify(e.builderImage)} must be pinned by digest: registry/name@sha256:<64 hex>`,
+    );
   }
   if (e.namespace !== undefined && !(typeof e.namespace === 'string' && DNS_LABEL.test(e.namespace))) {
     problems.push(`eksNamespace ${JSON.stringify(e.namespace)} must be a Kubernetes namespace name`);

@@ -61,6 +61,11 @@ export async function handler(event: BuilderImageEvent): Promise<void> {
       }),
     );
   } catch (err) {
-    await respond(event, 'FAILED', `could not start the builder image build: ${(err as Error).message}`, physicalId);
+    await respond(
+      event,
+      'FAILED',
+      `could not start the builder image build: ${(err as Error).message}`,
+      physicalId,
+    );
   }
 }

@@ -32,7 +32,9 @@ async function sh(file: string, args: string[], input?: string): Promise<string>
         `${file} is not installed: the local builder sandbox needs podman, buildah and debootstrap (Debian/Ubuntu: apt-get install podman buildah runc uidmap debootstrap; bash .ci/run installs them)`,
       );
     }
-    throw new BuilderImageError(`${file} ${args.slice(0, 3).join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
+    throw new BuilderImageError(
+      `${file} ${args.slice(0, 3).join(' ')} failed: ${e.stderr || e.stdout || e.message}`,
+    );
   }
 }
 
@@ -48,7 +50,11 @@ const imageId = async (ref: string): Promise<string | undefined> => {
 export async function builderImageTag(): Promise<string> {
   const hash = createHash('sha256');
   for (const name of BUILDER_CONTEXT_FILES) {
-    hash.update(name).update('\0').update(await readFile(join(BUILDER_DIR, name))).update('\0');
+    hash
+      .update(name)
+      .update('\0')
+      .update(await readFile(join(BUILDER_DIR, name)))
+      .update('\0');
   }
   hash.update('buildspec.json\0').update(buildspecJson());
   hash.update(`mirror\0${mirror()}`);
@@ -62,7 +68,13 @@ async function ensureBase(log: (line: string) => void): Promise<void> {
   try {
     log(`[builder-image] making ${BASE_IMAGE} with debootstrap from ${mirror()} (once per machine)`);
     await sh('debootstrap', ['--variant=minbase', 'bookworm', join(work, 'rootfs'), mirror()]);
-    await sh('sh', ['-c', `tar -C "$1" -c . | podman import --quiet - "$2"`, 'sh', join(work, 'rootfs'), BASE_IMAGE]);
+    await sh('sh', [
+      '-c',
+      `tar -C "$1" -c . | podman import --quiet - "$2"`,
+      'sh',
+      join(work, 'rootfs'),
+      BASE_IMAGE,
+    ]);
   } finally {
     await rm(work, { recursive: true, force: true });
   }

@@ -10,11 +10,17 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { EnvVar } from '../commons/domain/build-plan.js';
 import { IMAGE_BUILDSPEC, loadBuildspec } from '../builder/files.js';
+import type { EnvVar } from '../commons/domain/build-plan.js';
 import { BuilderImageError, ensureBuilderImage } from './builder-image.js';
 import { objectGate } from './object-gate.js';
-import { type Endpoint, SANDBOX_RESULT_DIR, SANDBOX_SRC_DIR, Sandbox, sandboxUnavailable } from './sandbox.js';
+import {
+  type Endpoint,
+  SANDBOX_RESULT_DIR,
+  SANDBOX_SRC_DIR,
+  Sandbox,
+  sandboxUnavailable,
+} from './sandbox.js';
 
 export interface StartBuildInput {
   ProjectName: string;
@@ -62,10 +68,19 @@ export interface LocalCodeBuildOptions {
 export function runEndpoints(env: Record<string, string>): Endpoint[] {
   const hosts = new Set<string>();
   for (const name of ['IB_SOURCE_REGISTRY', 'IB_DEST_REGISTRY']) if (env[name]) hosts.add(env[name]);
-  const refs = [env.IB_PUSH_REF, env.IB_IMAGE_REF, env.IB_CACHE_REPO, ...(env.IB_MANIFEST_SOURCES ?? '').split(' ')];
+  const refs = [
+    env.IB_PUSH_REF,
+    env.IB_IMAGE_REF,
+    env.IB_CACHE_REPO,
+    ...(env.IB_MANIFEST_SOURCES ?? '').split(' '),
+  ];
   for (const ref of refs) {
     const first = ref?.split('/')[0];
-    if (ref?.includes('/') && first && (first.includes('.') || first.includes(':') || first === 'localhost')) {
+    if (
+      ref?.includes('/') &&
+      first &&
+      (first.includes('.') || first.includes(':') || first === 'localhost')
+    ) {
       hosts.add(first);
     }
   }

@@ -49,6 +49,7 @@ export function bootstrapBuildSpec(): codebuild.BuildSpec {
     phases: {
       build: {
         commands: [
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
           'aws ecr get-login-password --region "$AWS_REGION" | docker login --username AWS --password-stdin "${REPOSITORY_URI%%/*}"',
           'docker build --pull --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SNAPSHOT="$DEBIAN_SNAPSHOT" -t "$REPOSITORY_URI:$IMAGE_TAG" -f Containerfile .',
           'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
@@ -58,7 +59,9 @@ export function bootstrapBuildSpec(): codebuild.BuildSpec {
       post_build: {
         commands: [
           [
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
             'if [ "$CODEBUILD_BUILD_SUCCEEDING" = 1 ] && [[ "${IMAGE_DIGEST:-}" =~ ^sha256:[0-9a-f]{64}$ ]]; then status=SUCCESS; reason="pushed $REPOSITORY_URI@$IMAGE_DIGEST"; else status=FAILED; reason="the builder image build failed: see CodeBuild build $CODEBUILD_BUILD_ID"; fi',
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
             'printf \'{"Status":"%s","Reason":"%s","PhysicalResourceId":"%s","StackId":"%s","RequestId":"%s","LogicalResourceId":"%s","Data":{"Digest":"%s"}}\' "$status" "$reason" "$CFN_PHYSICAL_ID" "$CFN_STACK_ID" "$CFN_REQUEST_ID" "$CFN_LOGICAL_ID" "${IMAGE_DIGEST#sha256:}" > /tmp/cfn-response.json',
             'curl -fsS --retry 5 -X PUT -H "Content-Type:" --data-binary @/tmp/cfn-response.json "$CFN_RESPONSE_URL"',
           ].join('; '),
@@ -127,32 +130,37 @@ export class BuilderImage extends Construct {
     );
     Validations.of(role).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'ecr:GetAuthorizationToken (docker login to the stack’s repository) supports no resource-level permissions.',
+      reason:
+        'ecr:GetAuthorizationToken (docker login to the stack’s repository) supports no resource-level permissions.',
     });
     for (const arch of props.architectures) {
       const logGroup = new logs.LogGroup(this, `Logs${arch}`, { retention: props.logRetention });
       logGroup.grantWrite(role);
-      const project = new codebuild.Project(this, arch === 'x86_64' ? 'BootstrapX86_64' : 'BootstrapAarch64', {
-        description: `ImageBuilder: builds the ${arch} builder image (functions/builder/Containerfile)`,
-        source: codebuild.Source.s3({ bucket: this.source.bucket, path: this.source.s3ObjectKey }),
-        buildSpec: bootstrapBuildSpec(),
-        role: role.withoutPolicyUpdates(),
-        environment: {
-          buildImage:
-            arch === 'x86_64'
-              ? codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5
-              : codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0,
-          computeType: arch === 'x86_64' ? codebuild.ComputeType.MEDIUM : codebuild.ComputeType.LARGE,
-          privileged: true, // Docker builds the image; only this repository's files run here
+      const project = new codebuild.Project(
+        this,
+        arch === 'x86_64' ? 'BootstrapX86_64' : 'BootstrapAarch64',
+        {
+          description: `ImageBuilder: builds the ${arch} builder image (functions/builder/Containerfile)`,
+          source: codebuild.Source.s3({ bucket: this.source.bucket, path: this.source.s3ObjectKey }),
+          buildSpec: bootstrapBuildSpec(),
+          role: role.withoutPolicyUpdates(),
+          environment: {
+            buildImage:
+              arch === 'x86_64'
+                ? codebuild.LinuxBuildImage.AMAZON_LINUX_2023_5
+                : codebuild.LinuxArmBuildImage.AMAZON_LINUX_2023_STANDARD_3_0,
+            computeType: arch === 'x86_64' ? codebuild.ComputeType.MEDIUM : codebuild.ComputeType.LARGE,
+            privileged: true, // Docker builds the image; only this repository's files run here
+          },
+          environmentVariables: {
+            REPOSITORY_URI: { value: this.repository.repositoryUri },
+            BASE_IMAGE: { value: baseImage },
+            DEBIAN_SNAPSHOT: { value: props.debianSnapshot ?? DEFAULT_DEBIAN_SNAPSHOT },
+          },
+          timeout: Duration.minutes(50),
+          logging: { cloudWatch: { logGroup } },
         },
-        environmentVariables: {
-          REPOSITORY_URI: { value: this.repository.repositoryUri },
-          BASE_IMAGE: { value: baseImage },
-          DEBIAN_SNAPSHOT: { value: props.debianSnapshot ?? DEFAULT_DEBIAN_SNAPSHOT },
-        },
-        timeout: Duration.minutes(50),
-        logging: { cloudWatch: { logGroup } },
-      });
+      );
       Validations.of(project).acknowledge({
         id: 'AwsSolutions-CB3',
         reason:

@@ -9,8 +9,8 @@ import { ArnFormat, Stack } from 'aws-cdk-lib';
 import * as eks from 'aws-cdk-lib/aws-eks';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
-import type { BuilderImage } from './builder-image.js';
 import { grantRepositoryPasswordsRead } from './build-workflow.js';
+import type { BuilderImage } from './builder-image.js';
 import type { ServiceSecrets } from './secrets.js';
 
 /** The cluster side of the EKS runner (context keys `eks…`, README "Deploy to AWS"). */

@@ -8,7 +8,8 @@ import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,7 +72,17 @@ beforeAll(async () => {
   if (!READY) return;
   const work = mkdtempSync(join(tmpdir(), 'ib-hostile-'));
   writeFileSync(join(work, 'escape.c'), ESCAPE_C);
-  await run('gcc', ['-static', '-nostdlib', '-Os', '-fno-builtin', '-fno-stack-protector', '-s', '-o', join(work, 'escape'), join(work, 'escape.c')]);
+  await run('gcc', [
+    '-static',
+    '-nostdlib',
+    '-Os',
+    '-fno-builtin',
+    '-fno-stack-protector',
+    '-s',
+    '-o',
+    join(work, 'escape'),
+    join(work, 'escape.c'),
+  ]);
   escapeBinary = readFileSync(join(work, 'escape'));
   await rm(work, { recursive: true, force: true });
   writeFileSync(CANARY, CANARY_TEXT);
@@ -80,11 +91,18 @@ beforeAll(async () => {
   await buildFixtureBaseImage(base);
   images.push(base);
   await pushImage(base, `${source.host}/fixtures/bootc-base:1`);
-  stack = await startTestStack({ workflows: undefined, settings: { buildTimeoutSeconds: 600, heartbeatSeconds: 2 } });
+  stack = await startTestStack({
+    workflows: undefined,
+    settings: { buildTimeoutSeconds: 600, heartbeatSeconds: 2 },
+  });
   orgA = await stack.as('org-attacker');
   orgB = await stack.as('org-victim');
   for (const org of [orgA, orgB]) {
-    await org.req('POST', '/api/v1/repositories', repository('src', { registry: source.host, scheme: 'http' }));
+    await org.req(
+      'POST',
+      '/api/v1/repositories',
+      repository('src', { registry: source.host, scheme: 'http' }),
+    );
     await org.req(
       'POST',
       '/api/v1/repositories',
@@ -113,7 +131,11 @@ afterAll(async () => {
   spawnSync('pkill', ['-f', DAEMON]);
 });
 
-function hostileBuild(name: string, script: string, files: { path: string; content: string; encoding?: string; mode?: string }[] = []) {
+function hostileBuild(
+  name: string,
+  script: string,
+  files: { path: string; content: string; encoding?: string; mode?: string }[] = [],
+) {
   return imageBuild(name, {
     source: { repository: 'src', imageName: 'fixtures/bootc-base', imageTag: '1' },
     destination: { repository: 'dst', imageName: `hostile/${name}`, imageTag: 'v1' },
@@ -121,7 +143,8 @@ function hostileBuild(name: string, script: string, files: { path: string; conte
   } as never);
 }
 
-const logOf = async (org: Client, name: string) => (await org.req('GET', `/api/v1/imagebuilds/${name}/log`)).text;
+const logOf = async (org: Client, name: string) =>
+  (await org.req('GET', `/api/v1/imagebuilds/${name}/log`)).text;
 const hostProcesses = () => spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
 
 describe.skipIf(!READY)('hostile builds in the local sandbox', () => {
@@ -160,7 +183,12 @@ echo ATTACK-DONE
       'POST',
       '/api/v1/imagebuilds',
       hostileBuild('escape', script, [
-        { path: '/usr/local/bin/escape', content: escapeBinary.toString('base64'), encoding: 'base64', mode: '0755' },
+        {
+          path: '/usr/local/bin/escape',
+          content: escapeBinary.toString('base64'),
+          encoding: 'base64',
+          mode: '0755',
+        },
       ]),
     );
     expect(created.status, created.text).toBe(201);
@@ -189,7 +217,9 @@ echo ATTACK-DONE
     expect(await stack.deps.objects.list('artifacts/org-victim/')).toEqual([]);
     // Nothing it started outlives its run.
     expect(hostProcesses()).not.toContain(DAEMON);
-    expect(spawnSync('podman', ['ps', '-q', '--filter', 'name=ib-run-'], { encoding: 'utf8' }).stdout.trim()).toBe('');
+    expect(
+      spawnSync('podman', ['ps', '-q', '--filter', 'name=ib-run-'], { encoding: 'utf8' }).stdout.trim(),
+    ).toBe('');
   }, 400_000);
 
   it('`kill -9 -1` ends only its own run: a concurrent build of another org completes, the stack lives on', async () => {
@@ -198,7 +228,11 @@ echo ATTACK-DONE
       '/api/v1/imagebuilds',
       hostileBuild('victim', '#!/bin/sh\nsleep 4\necho VICTIM-DONE\n'),
     );
-    await orgA.req('POST', '/api/v1/imagebuilds', hostileBuild('killer', '#!/bin/sh\nsleep 1\nkill -9 -1\necho KILLER-SURVIVED\n'));
+    await orgA.req(
+      'POST',
+      '/api/v1/imagebuilds',
+      hostileBuild('killer', '#!/bin/sh\nsleep 1\nkill -9 -1\necho KILLER-SURVIVED\n'),
+    );
     const [killer, victim] = await Promise.all([
       waitForReason(orgA, 'imagebuilds', 'killer', ['Completed', 'Failed'], 300_000),
       waitForReason(orgB, 'imagebuilds', 'victim', ['Completed', 'Failed'], 300_000),
@@ -236,6 +270,25 @@ echo ATTACK-DONE
       }),
     ).rejects.toThrow(/outside the run's org/);
     expect(read).toEqual([]);
+  });
+
+  it('the emulators answer on 127.0.0.1 only: from this machine’s other address, DynamoDB Local and s3rver refuse', async () => {
+    const address = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+    if (!address) return; // no other interface here: nothing to reach
+    const tryConnect = (port: number) =>
+      new Promise<string>((res) => {
+        const c = connect(port, address);
+        c.once('connect', () => {
+          c.destroy();
+          res('connected');
+        });
+        c.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? 'error'));
+      });
+    expect(await tryConnect(Number(new URL(stack.dynamo.endpoint).port))).toBe('ECONNREFUSED');
+    expect(await tryConnect(Number(new URL(stack.objectStore.endpoint).port))).toBe('ECONNREFUSED');
+    expect(await tryConnect(stack.port)).toBe('ECONNREFUSED');
   });
 
   it('keeps DATA_DIR 0700 and its secret files 0600', async () => {

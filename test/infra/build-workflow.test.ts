@@ -117,7 +117,9 @@ describe('build workflow in AWS', () => {
     ]);
     for (const p of projects) {
       const arch = p.Environment.Type === 'ARM_CONTAINER' ? 'aarch64' : 'x86_64';
-      expect(image(p)).toMatch(new RegExp(`/<${repo}>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`));
+      expect(image(p)).toMatch(
+        new RegExp(`/<${repo}>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`),
+      );
       expect(p.Environment.ImagePullCredentialsType).toBe('SERVICE_ROLE');
     }
     const roles = new Set<string>();
@@ -143,7 +145,10 @@ describe('build workflow in AWS', () => {
     expect(boots).toHaveLength(2);
     for (const [, b] of boots) {
       const env = Object.fromEntries(
-        (b.Properties.Environment.EnvironmentVariables as { Name: string; Value: unknown }[]).map((v) => [v.Name, v.Value]),
+        (b.Properties.Environment.EnvironmentVariables as { Name: string; Value: unknown }[]).map((v) => [
+          v.Name,
+          v.Value,
+        ]),
       );
       expect(env.BASE_IMAGE).toMatch(/@sha256:[0-9a-f]{64}$/);
       expect(b.Properties.Source.Type).toBe('S3');
@@ -154,7 +159,9 @@ describe('build workflow in AWS', () => {
 
   it('leaves out the aarch64 builders where the region has no ARM_CONTAINER (context aarch64Builders=false)', () => {
     const x = synthesize({ stage: 'dev', aarch64Builders: 'false' });
-    const types = ofType(x.resources, 'AWS::CodeBuild::Project').map(([, p]) => p.Properties.Environment.Type);
+    const types = ofType(x.resources, 'AWS::CodeBuild::Project').map(
+      ([, p]) => p.Properties.Environment.Type,
+    );
     expect(types).not.toContain('ARM_CONTAINER');
     expect(() => synthesize({ stage: 'dev', aarch64Builders: 'maybe' })).toThrow(/aarch64Builders/);
   });
@@ -166,7 +173,9 @@ describe('build workflow in AWS', () => {
   });
 
   it('gives the builders a least-privilege role: no S3 at all, passwords, their log group, the image pull', () => {
-    const project = ofType(s.resources, 'AWS::CodeBuild::Project').find(([id]) => /^ImageBuilderBuilders/.test(id));
+    const project = ofType(s.resources, 'AWS::CodeBuild::Project').find(([id]) =>
+      /^ImageBuilderBuilders/.test(id),
+    );
     const role = project?.[1].Properties.ServiceRole['Fn::GetAtt'][0] as string;
     expect(s.resources[role]?.Properties.AssumeRolePolicyDocument.Statement).toEqual([
       expect.objectContaining({ Principal: { Service: 'codebuild.amazonaws.com' } }),
@@ -177,7 +186,10 @@ describe('build workflow in AWS', () => {
     expect(rendered).toEqual(
       expect.arrayContaining([
         [['logs:CreateLogStream', 'logs:PutLogEvents'], [`<${builderLogs}.Arn>`]],
-        [['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'], [`<${repo}.Arn>`]],
+        [
+          ['ecr:BatchCheckLayerAvailability', 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer'],
+          [`<${repo}.Arn>`],
+        ],
         [['ecr:GetAuthorizationToken'], ['*']],
         [
           ['secretsmanager:GetSecretValue'],

@@ -8,10 +8,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { BUILDER_DIR } from '../../functions/builder/files.js';
 import { jobEnv, planBuild } from '../../functions/commons/domain/build-plan.js';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import { IMAGE_BUILD_ASL } from '../../infra/constructs/build-workflow.js';
-import { BUILDER_DIR } from '../../functions/builder/files.js';
 import { IMAGE_EXPORT_ASL } from '../../infra/constructs/export-workflow.js';
 import { asArray, flat, ofType, policyStatements, type Resources, synthesize } from './template.js';
 
@@ -91,7 +91,9 @@ describe('EKS runner (runner: eks)', () => {
       // The stack's builder image of the node's architecture, by digest.
       const arch = name.includes('Aarch64') ? 'aarch64' : 'x86_64';
       expect(c.image, name).toMatch(
-        new RegExp(`/<ImageBuilderBuilderImageRepository\\w+>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`),
+        new RegExp(
+          `/<ImageBuilderBuilderImageRepository\\w+>@sha256:<ImageBuilderBuilderImageImage${arch.replace('_', '')}\\w+\\.Digest>$`,
+        ),
       );
       // The environment is the run's job env only (secret ARNs, never values), nothing static.
       expect(c['env.$'], name).toMatch(/\.job\.env$/);
@@ -218,7 +220,10 @@ describe('EKS runner (runner: eks)', () => {
       repo('quay.io'),
       repo('registry.example.com', secret),
       { contextBucket: 'bucket', buildTimeoutSeconds: 3600, heartbeatSeconds: 30 },
-      { contextUrl: 'https://bucket.s3/ctx?sig', resultUrls: { 'contexts/acme/0b7c-1/results/x86_64.json': 'https://bucket.s3/res?sig' } },
+      {
+        contextUrl: 'https://bucket.s3/ctx?sig',
+        resultUrls: { 'contexts/acme/0b7c-1/results/x86_64.json': 'https://bucket.s3/res?sig' },
+      },
       'eks',
     );
     const job = plan.builds[0]?.job;

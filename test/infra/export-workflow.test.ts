@@ -3,9 +3,9 @@
 // vmimport, the export state machine and the exporter branch of the builders' buildspec.
 import { readFileSync } from 'node:fs';
 import { Match } from 'aws-cdk-lib/assertions';
-import { parse as yamlParse } from 'yaml';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { parse as yamlParse } from 'yaml';
 import { IMAGE_EXPORT_ASL } from '../../infra/constructs/export-workflow.js';
 import {
   asArray,
@@ -174,7 +174,9 @@ describe('export workflow in AWS', () => {
   });
 
   it('lets no builder write to S3: the export step presigns each disk image’s PUT, and holds that write itself', () => {
-    const [project] = ofType(s.resources, 'AWS::CodeBuild::Project').filter(([id]) => /^ImageBuilderBuilders/.test(id));
+    const [project] = ofType(s.resources, 'AWS::CodeBuild::Project').filter(([id]) =>
+      /^ImageBuilderBuilders/.test(id),
+    );
     const role = project?.[1].Properties.ServiceRole['Fn::GetAtt'][0] as string;
     const statements = policyStatements(s.resources, role);
     expect(statements.flatMap((st) => asArray(st.Action)).filter((a) => a.startsWith('s3:'))).toEqual([]);
@@ -215,7 +217,9 @@ describe('export workflow in AWS', () => {
   });
 
   it('runs exports with the builders’ buildspec, which exports the checksum and size the Publish step reads', () => {
-    for (const [, project] of ofType(s.resources, 'AWS::CodeBuild::Project').filter(([id]) => /^ImageBuilderBuilders/.test(id))) {
+    for (const [, project] of ofType(s.resources, 'AWS::CodeBuild::Project').filter(([id]) =>
+      /^ImageBuilderBuilders/.test(id),
+    )) {
       const spec = yamlParse(project.Properties.Source.BuildSpec);
       expect(spec.env['exported-variables']).toEqual(expect.arrayContaining(['IB_SHA256', 'IB_SIZE']));
       expect(JSON.stringify(spec.phases)).toContain('IB_ARTIFACT_URL');

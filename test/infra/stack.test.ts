@@ -362,7 +362,10 @@ describe('ImageBuilderStack (external JWT issuer from context)', () => {
     );
     expect(service).toHaveLength(8);
     for (const [id, f] of service) {
-      expect(f.Properties.Environment.Variables, id).toMatchObject({ STAGE: 'prod', SECRETS_PREFIX: 'imagebuilder/prod' });
+      expect(f.Properties.Environment.Variables, id).toMatchObject({
+        STAGE: 'prod',
+        SECRETS_PREFIX: 'imagebuilder/prod',
+      });
     }
     s.template.hasResourceProperties('AWS::SecretsManager::Secret', {
       Name: 'imagebuilder/prod/continue-token-key',

@@ -1,10 +1,10 @@
 // Shared by the infra tests: synthesize the app's stack from context as `cdk synth -c …` does, with
 // the cdk-nag checks of infra/app.ts, and read the template back.
 import { App, Stack, Validations } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
 import * as codebuild from 'aws-cdk-lib/aws-codebuild';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import { ImageBuilderStack } from '../../infra/stack.js';
@@ -78,10 +78,15 @@ export function flat(value: unknown): string {
 export function documentedCodeBuildSyncRule(): { actions: string[]; resource: string } {
   const app = new App();
   const stack = new Stack(app, 'Reference');
-  const project = new codebuild.Project(stack, 'P', { buildSpec: codebuild.BuildSpec.fromObject({ version: '0.2' }) });
+  const project = new codebuild.Project(stack, 'P', {
+    buildSpec: codebuild.BuildSpec.fromObject({ version: '0.2' }),
+  });
   new sfn.StateMachine(stack, 'M', {
     definitionBody: sfn.DefinitionBody.fromChainable(
-      new tasks.CodeBuildStartBuild(stack, 'T', { project, integrationPattern: sfn.IntegrationPattern.RUN_JOB }),
+      new tasks.CodeBuildStartBuild(stack, 'T', {
+        project,
+        integrationPattern: sfn.IntegrationPattern.RUN_JOB,
+      }),
     ),
   });
   const resources = Template.fromStack(stack).toJSON().Resources as Resources;

@@ -31,7 +31,9 @@ const settings = { contextBucket: 'ctx-bucket', buildTimeoutSeconds: 3600, heart
 const env = (vars: { Name: string; Value: string; Type: string }[]) =>
   Object.fromEntries(vars.map((v) => [v.Name, `${v.Type}:${v.Value}`]));
 
-const TRANSFERS = { contextUrl: 'https://ctx-bucket.s3.amazonaws.com/contexts/org-1/u-1-2/context.tar?X-Amz-Signature=x' };
+const TRANSFERS = {
+  contextUrl: 'https://ctx-bucket.s3.amazonaws.com/contexts/org-1/u-1-2/context.tar?X-Amz-Signature=x',
+};
 
 describe('planBuild', () => {
   const source = repo('src', { registry: 'quay.io' });
@@ -67,13 +69,27 @@ describe('planBuild', () => {
   });
 
   it('leaves the registry layer cache out when the deployment turns it off (the local stack)', () => {
-    const plan = planBuild(ref, build(), source, destination, { ...settings, registryLayerCache: false }, TRANSFERS);
+    const plan = planBuild(
+      ref,
+      build(),
+      source,
+      destination,
+      { ...settings, registryLayerCache: false },
+      TRANSFERS,
+    );
     expect(plan.builds[0]?.env.map((v) => v.Name)).not.toContain('IB_CACHE_REPO');
     expect(
-      planBuild(ref, build(), source, destination, {
-        ...settings,
-        registryLayerCache: true,
-      }, TRANSFERS).builds[0]?.env.map((v) => v.Name),
+      planBuild(
+        ref,
+        build(),
+        source,
+        destination,
+        {
+          ...settings,
+          registryLayerCache: true,
+        },
+        TRANSFERS,
+      ).builds[0]?.env.map((v) => v.Name),
     ).toContain('IB_CACHE_REPO');
   });
 
@@ -98,8 +114,8 @@ describe('planBuild', () => {
 
   it('keeps the CodeBuild timeout within 5 minutes and 36 hours', () => {
     const t = (s: number) =>
-      planBuild(ref, build(), source, destination, { ...settings, buildTimeoutSeconds: s }, TRANSFERS).builds[0]
-        ?.timeoutMinutes;
+      planBuild(ref, build(), source, destination, { ...settings, buildTimeoutSeconds: s }, TRANSFERS)
+        .builds[0]?.timeoutMinutes;
     expect([t(1), t(301), t(10 ** 7)]).toEqual([5, 6, 2160]);
   });
 });

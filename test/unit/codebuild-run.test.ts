@@ -18,15 +18,22 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 function run(spec: Record<string, unknown>, env: Record<string, string> = {}) {
   writeFileSync(join(dir, 'spec.json'), JSON.stringify({ version: 0.2, ...spec }));
-  const res = spawnSync('bash', [join(BUILDER_DIR, 'codebuild-run.sh'), join(dir, 'spec.json'), join(dir, 'out.env')], {
-    encoding: 'utf8',
-    env: { PATH: process.env.PATH, CODEBUILD_SRC_DIR: dir, ...env },
-  });
+  const res = spawnSync(
+    'bash',
+    [join(BUILDER_DIR, 'codebuild-run.sh'), join(dir, 'spec.json'), join(dir, 'out.env')],
+    {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, CODEBUILD_SRC_DIR: dir, ...env },
+    },
+  );
   const exported = Object.fromEntries(
     readFileSync(join(dir, 'out.env'), 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => [l.slice(0, l.indexOf('=')), Buffer.from(l.slice(l.indexOf('=') + 1), 'base64').toString()]),
+      .map((l) => [
+        l.slice(0, l.indexOf('=')),
+        Buffer.from(l.slice(l.indexOf('=') + 1), 'base64').toString(),
+      ]),
   );
   return { code: res.status, out: res.stdout + res.stderr, exported };
 }
@@ -38,7 +45,10 @@ describe('ib-codebuild-run (CodeBuild buildspec semantics)', () => {
   it('runs every phase in order in one shell: variables and the directory carry over; exports at the end', () => {
     const r = run(
       {
-        env: { variables: { A: 'default', B: 'from-spec' }, 'exported-variables': ['OUT', 'A', 'B', 'UNSET'] },
+        env: {
+          variables: { A: 'default', B: 'from-spec' },
+          'exported-variables': ['OUT', 'A', 'B', 'UNSET'],
+        },
         phases: {
           install: { commands: ['export OUT=one', 'mkdir sub && cd sub'] },
           pre_build: { commands: ['OUT="$OUT two"; [ "$(basename "$PWD")" = sub ]'] },
@@ -67,7 +77,10 @@ describe('ib-codebuild-run (CodeBuild buildspec semantics)', () => {
   it('a failed build still runs post_build and both finally blocks; the build fails', () => {
     const r = run({
       phases: {
-        build: { commands: [echo('build'), 'exit_code() { return 3; }; exit_code'], finally: [echo('build-finally')] },
+        build: {
+          commands: [echo('build'), 'exit_code() { return 3; }; exit_code'],
+          finally: [echo('build-finally')],
+        },
         post_build: { commands: [echo('post')], finally: [echo('post-finally')] },
       },
     });

@@ -84,7 +84,10 @@ beforeEach(() => {
   symlinkSync(join(BUILDER_DIR, 'codebuild-run.sh'), join(root, 'bin', 'ib-codebuild-run'));
   writeFileSync(join(root, 'buildspec.json'), buildspecJson());
   objects.clear();
-  objects.set('/contexts/acme/u-1/context.tar?sig=1', Buffer.from(tarArchive({ Containerfile: 'FROM x\n', 'ib/agent.yaml': 'a: 1\n' })));
+  objects.set(
+    '/contexts/acme/u-1/context.tar?sig=1',
+    Buffer.from(tarArchive({ Containerfile: 'FROM x\n', 'ib/agent.yaml': 'a: 1\n' })),
+  );
   writeFileSync(join(root, 'secrets', SECRET_ARN.replace(/[/:]/g, '_')), 's3cret-pw');
 });
 afterEach(() => rmSync(root, { recursive: true, force: true }));

@@ -62,7 +62,9 @@ const env = (plan: ReturnType<typeof planExport>) => Object.fromEntries(plan.env
 
 describe('planExport', () => {
   it('qcow2: the image by digest, the artifact key and name, bib argv, password as a secret reference', () => {
-    const plan = planExport(ref, exp('qcow2'), build, registry, settings, { artifactUrl: 'https://b.s3/put?sig' });
+    const plan = planExport(ref, exp('qcow2'), build, registry, settings, {
+      artifactUrl: 'https://b.s3/put?sig',
+    });
     expect(plan).toMatchObject({
       arch: 'x86_64',
       imageRef: `registry.example.com/edge/os@${digest}`,
@@ -88,7 +90,8 @@ describe('planExport', () => {
 
   it('ami: bib uploads to the service bucket in the stack region with a per-run AMI name', () => {
     const argv = JSON.parse(
-      env(planExport(ref, exp('ami'), build, registry, settings, { artifactUrl: 'https://b.s3/put?sig' })).IB_BIB_ARGS?.Value ?? '[]',
+      env(planExport(ref, exp('ami'), build, registry, settings, { artifactUrl: 'https://b.s3/put?sig' }))
+        .IB_BIB_ARGS?.Value ?? '[]',
     ) as string[];
     expect(argv[argv.indexOf('--aws-bucket') + 1]).toBe('ib-bucket');
     expect(argv[argv.indexOf('--aws-region') + 1]).toBe('eu-west-1');

@@ -21,7 +21,10 @@ import {
 let stack: TestStack;
 let admin: Client;
 const pushed: { sha256: string; size: number; artifactKey: string }[] = [];
-/** Objects written by the Job stand-in: proof that the runJob states ran, not the CodeBuild ones. */
+/**
+ * Result objects presigned for the Jobs (their IB_RESULT_URL): with the digests the runs completed with,
+ * which the job-result step read from those objects, proof that the runJob states ran.
+ */
 const written: string[] = [];
 
 beforeAll(async () => {
@@ -43,10 +46,10 @@ beforeAll(async () => {
     return `sha256:${'e'.repeat(64)}`;
   };
   const objects = stack.deps.objects;
-  const put = objects.put.bind(objects);
-  objects.put = async (key, body, contentType) => {
-    written.push(key);
-    return put(key, body, contentType);
+  const presignPut = objects.presignPut.bind(objects);
+  objects.presignPut = async (key, seconds) => {
+    if (/\/results?\/|result\.json$/.test(key)) written.push(key);
+    return presignPut(key, seconds);
   };
   admin = await stack.as('org-k');
   await seedRepositories(admin, { dst: DEST_WITH_LOGIN });
@@ -72,7 +75,7 @@ describe('EKS runner through the real ASL, locally', () => {
     // The password reached the builder from its ARN (the Job carried only that), and is not logged.
     expect(log).toContain('destination password received (17 characters)');
     expect(log).not.toContain('dest-password-123');
-    // The Job wrote its result object, which went with the context at the end.
+    // The Job's result object was presigned for it, and went with the context at the end.
     const uid = created.body.metadata.uid;
     expect(written).toContain(`contexts/org-k/${uid}-1/results/x86_64.json`);
     expect(await stack.deps.objects.list(`contexts/org-k/${uid}`)).toEqual([]);

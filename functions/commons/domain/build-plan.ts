@@ -282,7 +282,18 @@ export function planManifestList(plan: BuildPlan, digests: Record<string, string
 }
 
 /** The manifest-list job of the EKS runner (it runs on an amd64 node, like the x86_64 project). */
-export function planManifestJob(ref: WorkflowRef, plan: BuildPlan, env: EnvVar[], resultUrl: string): JobPlan {
+export function planManifestJob(
+  ref: WorkflowRef,
+  plan: BuildPlan,
+  env: EnvVar[],
+  resultUrl: string,
+): JobPlan {
   const timeoutMinutes = plan.builds[0]?.timeoutMinutes ?? 60;
-  return jobPlan(jobName('ib', ref, 'manifest'), env, timeoutMinutes, buildResultKey(ref, 'manifest'), resultUrl);
+  return jobPlan(
+    jobName('ib', ref, 'manifest'),
+    env,
+    timeoutMinutes,
+    buildResultKey(ref, 'manifest'),
+    resultUrl,
+  );
 }
