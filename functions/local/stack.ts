@@ -128,7 +128,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const secrets = new FileSecretStore(join(dataDir, 'secrets'));
   const logs = new FileBuildLogs(join(dataDir, 'logs'));
   const settings: Settings = {
-    ...settingsFromEnv({ contextBucket: bucket, registryLayerCache: false }),
+    // Each run's sandbox starts with empty storage, as in the cloud: the layer cache is the registry's.
+    ...settingsFromEnv({ contextBucket: bucket, registryLayerCache: true }),
     ...opts.settings,
     contextBucket: bucket,
   };
