@@ -27,7 +27,7 @@ import type { DataStore } from './data.js';
 import type { EksRunner } from './eks-runner.js';
 import type { ServiceEvents } from './events.js';
 import type { ImageExportWorkflow } from './export-workflow.js';
-import { acknowledgeWildcardResource } from './nag.js';
+import { acknowledge, acknowledgeWildcardResource } from './nag.js';
 import type { ServiceSecrets } from './secrets.js';
 import { grantWorkflowStartStop, workflowMachine } from './workflow-machine.js';
 
@@ -293,19 +293,12 @@ export class Builders extends Construct {
       });
     }
     for (const project of this.projects) {
-      Validations.of(project).acknowledge({
-        id: 'AwsSolutions-CB5',
-        reason:
+      acknowledge(project, {
+        'AwsSolutions-CB5':
           'The projects run the service’s own builder image (functions/builder/Containerfile), built by the stack into its ECR repository and pinned by digest: CodeBuild’s images do not package buildah.',
-      });
-      Validations.of(project).acknowledge({
-        id: 'AwsSolutions-CB3',
-        reason:
+        'AwsSolutions-CB3':
           'buildah and bootc-image-builder need privileged mode (overlay mounts, chroot isolation of RUN steps, loop devices for disk images); the projects run only the buildspec and scripts of this repository in its builder image.',
-      });
-      Validations.of(project).acknowledge({
-        id: 'AwsSolutions-CB4',
-        reason:
+        'AwsSolutions-CB4':
           'The projects produce no CodeBuild artifacts (images go to registries, disk images to the service bucket with S3-managed encryption, logs to CloudWatch Logs); CodeBuild encrypts its working data with the AWS-managed key, and a customer-managed key would protect nothing more.',
       });
     }

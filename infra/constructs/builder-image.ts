@@ -15,6 +15,7 @@ import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { Construct } from 'constructs';
 import { BUILDER_CONTEXT_FILES, BUILDER_DIR, buildspecJson } from '../../functions/builder/files.js';
 import { ApiFunction } from './api-function.js';
+import { acknowledge } from './nag.js';
 
 /**
  * Debian 12 slim from Amazon ECR Public's mirror of Docker's official images, pinned by digest. Not
@@ -161,14 +162,11 @@ export class BuilderImage extends Construct {
           logging: { cloudWatch: { logGroup } },
         },
       );
-      Validations.of(project).acknowledge({
-        id: 'AwsSolutions-CB3',
-        reason:
+      acknowledge(project, {
+        'AwsSolutions-CB3':
           'Docker builds the builder image from this repository’s Containerfile; no tenant code runs on these projects.',
-      });
-      Validations.of(project).acknowledge({
-        id: 'AwsSolutions-CB4',
-        reason: 'The project produces an image in ECR (encrypted at rest by ECR) and no CodeBuild artifacts.',
+        'AwsSolutions-CB4':
+          'The project produces an image in ECR (encrypted at rest by ECR) and no CodeBuild artifacts.',
       });
       start.role.addToPrincipalPolicy(
         new iam.PolicyStatement({ actions: ['codebuild:StartBuild'], resources: [project.projectArn] }),

@@ -32,3 +32,8 @@ function flatten(resolved: unknown): string {
   if (getAtt) return `<${getAtt.join('.')}>`;
   return JSON.stringify(resolved);
 }
+
+/** Acknowledges cdk-nag findings on one construct: `{ ruleId: reason }`, each with its own reason. */
+export function acknowledge(construct: IConstruct, reasons: Record<string, string>): void {
+  for (const [id, reason] of Object.entries(reasons)) Validations.of(construct).acknowledge({ id, reason });
+}

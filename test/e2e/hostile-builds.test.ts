@@ -19,6 +19,7 @@ import {
   type Client,
   imageBuild,
   repository,
+  seedRepositories,
   startTestStack,
   type TestStack,
   waitForReason,
@@ -98,16 +99,10 @@ beforeAll(async () => {
   orgA = await stack.as('org-attacker');
   orgB = await stack.as('org-victim');
   for (const org of [orgA, orgB]) {
-    await org.req(
-      'POST',
-      '/api/v1/repositories',
-      repository('src', { registry: source.host, scheme: 'http' }),
-    );
-    await org.req(
-      'POST',
-      '/api/v1/repositories',
-      repository('dst', { registry: dest.host, scheme: 'http', accessMode: 'ReadWrite' }),
-    );
+    await seedRepositories(org, {
+      src: { registry: source.host, scheme: 'http' },
+      dst: { registry: dest.host, scheme: 'http' },
+    });
   }
   // The victim's registry password, stored under DATA_DIR like every secret.
   await orgB.req(
@@ -295,5 +290,39 @@ echo ATTACK-DONE
     expect(statSync(stack.dataDir).mode & 0o777).toBe(0o700);
     const dir = join(stack.dataDir, 'secrets', 'org-victim', 'repositories', 'private');
     for (const f of await readdir(dir)) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('a host that cannot run the sandbox', () => {
+  it('fails the build saying how to install podman, and runs nothing on the host', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ib-nopodman-'));
+    const logFile = join(dir, 'run.log');
+    const path = process.env.PATH;
+    // bash and coreutils stay reachable; podman does not.
+    process.env.PATH = '/nonexistent';
+    try {
+      const codebuild = new LocalCodeBuild({
+        orgId: 'o',
+        objectStore: {
+          endpoint: 'http://127.0.0.1:9',
+          credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+          region: 'us-east-1',
+        },
+        readSecret: async () => '',
+        logFile,
+        timeoutSeconds: 60,
+        heartbeatTimeoutSeconds: 60,
+        script: join(dir, 'must-not-run.sh'),
+      });
+      await expect(
+        codebuild.startBuildSync({ ProjectName: 'local', EnvironmentVariablesOverride: [] }),
+      ).rejects.toThrow(/podman is not installed/);
+    } finally {
+      process.env.PATH = path;
+    }
+    expect(readFileSync(logFile, 'utf8')).toMatch(
+      /^IB_ERROR: podman is not installed: .*apt-get install podman/m,
+    );
+    await rm(dir, { recursive: true, force: true });
   });
 });
