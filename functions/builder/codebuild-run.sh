@@ -31,7 +31,7 @@ jq -e '.version == 0.2 or .version == "0.2"' "$SPEC" >/dev/null || {
   exit 2
 }
 
-cb_log() { printf '[Container] %s %s\n' "$(date -u '+%Y/%m/%d %H:%M:%S')" "$*"; }
+cb_log() { printf '[Container] %s %s\n' "$(date -u '+%Y/%m/%d %H:%M:%S.%3N')" "$*"; }
 
 # env.variables: defaults under the run's own values.
 while IFS= read -r -d '' cb_name && IFS= read -r -d '' cb_value; do

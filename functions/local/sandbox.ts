@@ -227,12 +227,18 @@ export class Sandbox {
   }
 }
 
-/** True when podman can run here; the message says how to get it otherwise. */
+let podmanFound: Promise<boolean> | undefined;
+let podmanPath: string | undefined;
+
+/** Undefined when podman can run here; otherwise a message saying how to get it (checked once per PATH). */
 export async function sandboxUnavailable(): Promise<string | undefined> {
-  try {
-    await exec('podman', ['--version']);
-    return undefined;
-  } catch {
-    return 'podman is not installed: every local build and export runs in its own podman sandbox, never on the host (Debian/Ubuntu: apt-get install podman runc uidmap buildah debootstrap; bash .ci/run installs them)';
-  }
+  if (podmanPath !== process.env.PATH) podmanFound = undefined;
+  podmanPath = process.env.PATH;
+  podmanFound ??= exec('podman', ['--version']).then(
+    () => true,
+    () => false,
+  );
+  return (await podmanFound)
+    ? undefined
+    : 'podman is not installed: every local build and export runs in its own podman sandbox, never on the host (Debian/Ubuntu: apt-get install podman runc uidmap buildah debootstrap; bash .ci/run installs them)';
 }

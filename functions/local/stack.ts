@@ -16,6 +16,7 @@ import type { Deps, Logger, Settings, Workflows } from '../commons/ports.js';
 import { runBuildStep } from '../workflows/image-build.js';
 import { reconcilePending } from '../workflows/reconciler.js';
 import { pushDiskReferrer } from '../workflows/referrer.js';
+import { ensureBuilderImage } from './builder-image.js';
 import { ensureTable, type LocalDynamo, startDynamoDbLocal } from './dynamodb-local.js';
 import { FileEventPublisher } from './file-events.js';
 import { FileBuildLogs } from './file-logs.js';
@@ -166,7 +167,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     logger: opts.logger ?? jsonLogger,
   };
   setDeps(deps);
-  if (runner) await recoverAfterRestart(deps, runner);
+  if (runner) {
+    // The builder image is made (or found) at start, not on the first build.
+    void ensureBuilderImage((line) => (opts.logger ?? jsonLogger).info(line)).catch((err: Error) =>
+      (opts.logger ?? jsonLogger).error('builder image', { error: err.message }),
+    );
+    await recoverAfterRestart(deps, runner);
+  }
   // The reconciler, as the cloud schedules it: runs left Pending by a failed hand-off get started.
   const sweep = runner
     ? setInterval(() => void reconcilePending(deps, { graceSeconds: 30 }).catch(() => undefined), 30_000)
