@@ -435,6 +435,8 @@ export class ImageBuildWorkflow extends Construct {
         EVENT_BUS_NAME: props.events.busName,
         BUILD_CONTEXT_BUCKET: props.contextStore.bucketName,
         BUILD_HEARTBEAT_SECONDS: String(BUILD_HEARTBEAT_SECONDS),
+        // Sizes the quota slots it drops as leftovers (two builder jobs' worth of the build timeout).
+        BUILD_TIMEOUT_SECONDS: String(props.timeoutMinutes * 60),
         HEARTBEAT_TIMEOUT_SECONDS: String(props.heartbeatTimeoutSeconds ?? DEFAULT_HEARTBEAT_TIMEOUT_SECONDS),
       },
     });

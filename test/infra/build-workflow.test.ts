@@ -426,6 +426,8 @@ describe('build workflow in AWS', () => {
     const fn = s.resources[reconciler]?.Properties as Record<string, any>;
     // The context's heartbeat timeout reaches the sweep.
     expect(fn.Environment.Variables.HEARTBEAT_TIMEOUT_SECONDS).toBe('300');
+    // It judges quota slots by the build timeout (context buildTimeoutMinutes=90), as the API does.
+    expect(fn.Environment.Variables.BUILD_TIMEOUT_SECONDS).toBe(String(90 * 60));
     const statements = policyStatements(s.resources, roleOfFunction(s.resources, /starts runs left Pending/));
     const exportMachine = idOf(s.resources, 'AWS::StepFunctions::StateMachine', /ExportWorkflowStateMachine/);
     // Both machines: start runs left Pending, stop the executions of silent ones (and nothing else).

@@ -122,13 +122,29 @@ describe('SecretsManagerSecretStore', () => {
     const [a, b] = seen as [Seen, Seen];
     expect(a.target).toBe('secretsmanager.CreateSecret');
     expect(a.contentType).toBe('application/x-amz-json-1.1');
-    expect(a.body.Name).toMatch(/^imagebuilder\/dev\/org-1\/repositories\/quay\/[0-9a-f]{12}$/);
+    expect(a.body.Name).toMatch(/^imagebuilder\/dev\/org-1\/repositories\/quay\/[0-9a-f]{32}$/);
     expect(a.body.Name).not.toBe(b.body.Name);
     expect(a.body.SecretString).toBe('pw');
     expect(a.body.Tags).toEqual([
       { Key: 'imagebuilder:org', Value: 'org-1' },
       { Key: 'imagebuilder:repository', Value: 'quay' },
     ]);
+  });
+
+  it('names a secret as Secrets Manager allows, whatever the org id holds (`:`, `%`, spaces, non-ASCII)', async () => {
+    const store = new SecretsManagerSecretStore(client('secretsmanager'), 'imagebuilder/dev', 'token-arn');
+    const orgs = ['acme:eu/west', 'org%41 x', 'société=1', 'a=3A'];
+    answers = orgs.map((_, i) => ({ status: 200, body: { ARN: `arn:${i}` } }));
+    for (const org of orgs) await store.putRepositoryPassword(org, 'quay', 'pw');
+    const names = seen.map((x) => x.body.Name as string);
+    // CreateSecret's documented Name: ASCII letters, numbers and /_+=.@-, at most 512 characters.
+    for (const name of names) {
+      expect(name).toMatch(/^[A-Za-z0-9/_+=.@-]{1,512}$/);
+      expect(name.split('/')).toHaveLength(6); // prefix (2), org, "repositories", repository, random
+    }
+    // Distinct orgs stay distinct (the encoding is reversible: `a=3A` is not `a:`).
+    expect(new Set(names.map((n) => n.split('/')[2])).size).toBe(orgs.length);
+    expect(names[0]?.split('/')[2]).toBe('acme=3Aeu=2Fwest');
   });
 
   it('deletes without recovery, tolerates a missing secret, caches the token key', async () => {

@@ -2,6 +2,7 @@
 // "<prefix>/<org>/repositories/<name>/<random>": a fresh name per write, so a lost create race or a
 // failed replace removes only its own secret. The role may touch only "<prefix>/*".
 import { randomBytes } from 'node:crypto';
+import { secretNameSegment } from '../domain/names.js';
 import type { SecretStore } from '../ports.js';
 import { type AwsJsonClient, isAwsError } from './aws-json.js';
 
@@ -15,7 +16,8 @@ export class SecretsManagerSecretStore implements SecretStore {
   ) {}
 
   async putRepositoryPassword(orgId: string, repository: string, password: string): Promise<string> {
-    const name = `${this.prefix}/${orgId}/repositories/${repository}/${randomBytes(6).toString('hex')}`;
+    // The org and repository as Secrets Manager allows them; a 128-bit random suffix per write.
+    const name = `${this.prefix}/${secretNameSegment(orgId)}/repositories/${secretNameSegment(repository)}/${randomBytes(16).toString('hex')}`;
     const out = await this.client.call<{ ARN?: string }>('CreateSecret', {
       Name: name,
       SecretString: password,
