@@ -97,6 +97,8 @@ export function runEndpoints(env: Record<string, string>): Endpoint[] {
 }
 
 const IMAGE_SCRIPTS = '/usr/local/lib/imagebuilder';
+/** The buildspec's own secrets-manager section, read once per process (the file is the image's). */
+let buildspecSecrets: Record<string, string> | undefined;
 
 export class LocalCodeBuild {
   private readonly running = new Map<Sandbox, NodeJS.WritableStream>();
@@ -141,7 +143,8 @@ export class LocalCodeBuild {
         env[v.Name] = v.Type === 'SECRETS_MANAGER' ? await this.secret(v.Value) : v.Value;
       }
       // The buildspec's own secrets-manager section, resolved like CodeBuild would (with the run's org).
-      for (const [name, ref] of Object.entries(loadBuildspec().env?.['secrets-manager'] ?? {})) {
+      buildspecSecrets ??= loadBuildspec().env?.['secrets-manager'] ?? {};
+      for (const [name, ref] of Object.entries(buildspecSecrets)) {
         env[name] ??= await this.secret(ref);
       }
       env.CODEBUILD_SRC_DIR = SANDBOX_SRC_DIR;
