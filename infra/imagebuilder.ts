@@ -392,7 +392,6 @@ export class ImageBuilder extends Construct {
       ...(props.builderBaseImage ? { baseImage: props.builderBaseImage } : {}),
     });
     this.builders = new Builders(this, 'Builders', {
-      contextStore: this.contextStore,
       image: this.builderImage,
       architectures,
       secrets: this.secrets,

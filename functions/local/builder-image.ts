@@ -20,11 +20,9 @@ const mirror = () => process.env.IB_DEBIAN_MIRROR ?? 'http://deb.debian.org/debi
 
 export class BuilderImageError extends Error {}
 
-async function sh(file: string, args: string[], input?: string): Promise<string> {
+async function sh(file: string, args: string[]): Promise<string> {
   try {
-    const child = run(file, args, { maxBuffer: 256 * 1024 * 1024 });
-    if (input !== undefined) child.child.stdin?.end(input);
-    return (await child).stdout;
+    return (await run(file, args, { maxBuffer: 256 * 1024 * 1024 })).stdout;
   } catch (err) {
     const e = err as Error & { code?: string; stderr?: string; stdout?: string };
     if (e.code === 'ENOENT') {

@@ -99,7 +99,7 @@ export class Sandbox {
   private readonly servers: Server[] = [];
   private child?: ChildProcess;
   private stopped = false;
-  readonly idBase = pickIdBase();
+  private readonly idBase = pickIdBase();
 
   constructor(private readonly opts: SandboxOptions) {
     this.container = `ib-run-${opts.name.toLowerCase().replace(/[^a-z0-9_.-]/g, '-')}-${randomBytes(3).toString('hex')}`;

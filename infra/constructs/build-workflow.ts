@@ -116,11 +116,6 @@ export class BuildContextStore extends Construct {
     return this.bucket.bucketName;
   }
 
-  /** s3:GetObject on contexts/* (the run's context archive). */
-  grantRead(grantee: iam.IGrantable): void {
-    this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject']);
-  }
-
   /** Read and delete: clean-up of a run's context. */
   grantReadDelete(grantee: iam.IGrantable): void {
     this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject', 's3:DeleteObject']);
@@ -131,7 +126,7 @@ export class BuildContextStore extends Construct {
     this.grant(grantee, CONTEXT_PREFIX, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']);
   }
 
-  /** s3:PutObject on artifacts/* only (multipart uploads included): the exporters. */
+  /** s3:PutObject on artifacts/* only: the export step, which presigns each run's disk-image PUT. */
   grantArtifactsWrite(grantee: iam.IGrantable): void {
     const objects = this.bucket.arnForObjects(`${ARTIFACT_PREFIX}*`);
     grantee.grantPrincipal.addToPrincipalPolicy(
@@ -205,7 +200,6 @@ export function grantRepositoryPasswordsRead(
 // ---------------------------------------------------------------------------------------------------
 
 export interface BuildersProps {
-  readonly contextStore: BuildContextStore;
   /** The image the projects run, pinned by digest. */
   readonly image: BuilderImage;
   /** Architectures with a project; aarch64 needs a region with CodeBuild's ARM_CONTAINER. */

@@ -1,5 +1,6 @@
 // The exporter environment an export run sends to CodeBuild (and the local stand-in).
 import { describe, expect, it } from 'vitest';
+import { loadBuildspec } from '../../functions/builder/files.js';
 import { planExport } from '../../functions/commons/domain/export-run.js';
 import type { StoredResource } from '../../functions/commons/ports.js';
 
@@ -86,6 +87,12 @@ describe('planExport', () => {
     expect(argv[argv.indexOf('--type') + 1]).toBe('qcow2');
     expect(argv[argv.length - 1]).toBe(`registry.example.com/edge/os@${digest}`);
     expect(e.IB_BIB_CONFIG?.Value).toContain('name = "edge"');
+    // bib mounts the config and output directory where the buildspec writes them (its IB_WORK).
+    const work = loadBuildspec().env?.variables?.IB_WORK;
+    expect(work).toBeTruthy();
+    expect(argv).toContain(`${work}/config.toml:/config.toml:ro`);
+    expect(argv).toContain(`${work}/out:/output`);
+    expect(e.IB_ARTIFACT_URL?.Value).toBe('https://b.s3/put?sig');
   });
 
   it('ami: bib uploads to the service bucket in the stack region with a per-run AMI name', () => {

@@ -15,7 +15,10 @@ import {
 import { artifactFor, bibArguments, bibConfigToml } from './export-plan.js';
 import type { ImageBuild, ImageExport, Repository } from './types.js';
 
-/** Fixed paths inside the exporter's job (CodeBuild and the local stand-in alike). */
+/**
+ * The job's working directory (CodeBuild, EKS and the local sandbox alike): the buildspec's IB_WORK
+ * (functions/builder/buildspec.yml), where it writes the bib config and argv and bib writes its output.
+ */
 export const EXPORT_WORKDIR = '/tmp/ib-export';
 
 export interface ExportPlan {
@@ -105,7 +108,6 @@ export function planExport(
     plain('IB_IMAGE_REF', imageRef),
     plain('IB_ARCH', arch),
     plain('IB_FORMAT', format),
-    plain('IB_ARTIFACT_KEY', key),
     plain('IB_ARTIFACT_URL', transfers.artifactUrl),
     plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
     plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
