@@ -18,7 +18,9 @@ import {
   type Endpoint,
   SANDBOX_RESULT_DIR,
   SANDBOX_SRC_DIR,
-  Sandbox,
+  type Sandbox,
+  SandboxPool,
+  type SandboxRun,
   sandboxUnavailable,
 } from './sandbox.js';
 
@@ -62,6 +64,8 @@ export interface LocalCodeBuildOptions {
   script?: string;
   /** Replaces export-image.sh in the image. */
   exportScript?: string;
+  /** Where the run's sandbox comes from (started ahead of time when it can be); default: started then. */
+  sandboxes?: SandboxPool;
 }
 
 /** The registry host:ports a run's variables name: the only places its sandbox can connect to. */
@@ -97,6 +101,15 @@ export function runEndpoints(env: Record<string, string>): Endpoint[] {
 }
 
 const IMAGE_SCRIPTS = '/usr/local/lib/imagebuilder';
+
+/** Sandboxes that run the buildspec, `size` of them started ahead of their runs. */
+export function codebuildSandboxes(size: number): SandboxPool {
+  return new SandboxPool({
+    size,
+    workRoot: tmpdir(),
+    command: ['ib-codebuild-run', IMAGE_BUILDSPEC, `${SANDBOX_RESULT_DIR}/exported.env`],
+  });
+}
 /** The buildspec's own secrets-manager section, read once per process (the file is the image's). */
 let buildspecSecrets: Record<string, string> | undefined;
 
@@ -164,10 +177,9 @@ export class LocalCodeBuild {
     const overlays: Record<string, string> = {};
     if (this.opts.script) overlays[`${IMAGE_SCRIPTS}/build-image.sh`] = this.opts.script;
     if (this.opts.exportScript) overlays[`${IMAGE_SCRIPTS}/export-image.sh`] = this.opts.exportScript;
-    const sandbox = new Sandbox({
-      name: env.CODEBUILD_BUILD_ID?.split(':').pop() ?? randomUUID(),
-      image,
-      workDir: join(tmpdir(), `ib-sandbox-${randomUUID()}`),
+    const sandbox = (this.opts.sandboxes ?? codebuildSandboxes(0)).take(image, overlays);
+    log.write(`[local-codebuild] ${env.CODEBUILD_BUILD_ID} runs in sandbox ${sandbox.container}\n`);
+    const run: SandboxRun = {
       env,
       endpoints: runEndpoints(env),
       served: [
@@ -176,27 +188,26 @@ export class LocalCodeBuild {
           server: objectGate(this.opts.objectStore),
         },
       ],
-      overlays,
-      command: ['ib-codebuild-run', IMAGE_BUILDSPEC, `${SANDBOX_RESULT_DIR}/exported.env`],
-    });
+    };
     this.running.set(sandbox, log);
     try {
       if (this.canceled) throw new BuildFailedError('canceled');
-      const code = await this.watch(sandbox, log);
+      const code = await this.watch(sandbox, run, log);
       const exported = await readExported(join(sandbox.resultDir, 'exported.env'));
       if (code !== 0) throw new BuildFailedError(`the build failed (exit status ${code})`);
       return { Build: { BuildStatus: 'SUCCEEDED', ExportedEnvironmentVariables: exported } };
     } finally {
       this.running.delete(sandbox);
       await sandbox.remove();
+      this.opts.sandboxes?.fill(image);
     }
   }
 
   /** Runs the sandbox to its end under CodeBuild's timeout and the heartbeat watchdog. */
-  private async watch(sandbox: Sandbox, log: NodeJS.WritableStream): Promise<number> {
+  private async watch(sandbox: Sandbox, run: SandboxRun, log: NodeJS.WritableStream): Promise<number> {
     let lastOutput = Date.now();
     let verdict: string | undefined;
-    const child = await sandbox.start((chunk) => {
+    await sandbox.run(run, (chunk) => {
       lastOutput = Date.now();
       log.write(chunk);
       if (chunk.includes('[heartbeat]')) this.opts.onHeartbeat?.();
@@ -214,14 +225,10 @@ export class LocalCodeBuild {
         void sandbox.stop();
       }
     }, 250);
-    return new Promise((resolvePromise, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearInterval(watchdog);
-        if (verdict) log.write(verdict);
-        resolvePromise(verdict || this.canceled ? 143 : (code ?? (signal ? 143 : 1)));
-      });
-    });
+    const { code, signal } = await sandbox.ended;
+    clearInterval(watchdog);
+    if (verdict) log.write(verdict);
+    return verdict || this.canceled ? 143 : (code ?? (signal ? 143 : 1));
   }
 }
 

@@ -13,7 +13,13 @@ import { touch } from '../commons/domain/transitions.js';
 import type { Deps, WorkflowRef, Workflows } from '../commons/ports.js';
 import { type BuildStepEvent, runBuildStep } from '../workflows/image-build.js';
 import { type ExportStepEvent, type ReferrerPusher, runExportStep } from '../workflows/image-export.js';
-import { LocalCodeBuild, type LocalObjectEndpoint, type StartBuildInput } from './local-codebuild.js';
+import {
+  codebuildSandboxes,
+  LocalCodeBuild,
+  type LocalObjectEndpoint,
+  type StartBuildInput,
+} from './local-codebuild.js';
+import type { SandboxPool } from './sandbox.js';
 import { LocalEksJob, type RunJobInput } from './local-eks-job.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
@@ -78,6 +84,8 @@ export interface LocalWorkflowOptions {
   heartbeatTimeoutSeconds?: number;
   /** Where jobs run: the definitions' `${Runner}` (default codebuild); eks runs them as Job stand-ins. */
   runner?: Runner;
+  /** Sandboxes kept started ahead of their runs (default 1; 0: each run starts its own). */
+  sandboxPool?: number;
 }
 
 interface Execution {
@@ -95,10 +103,18 @@ export class LocalStepFunctions implements Workflows {
   private readonly buildMachine: StateMachine;
   private readonly exportMachine: StateMachine;
 
+  private readonly sandboxes: SandboxPool;
+
   constructor(private readonly opts: LocalWorkflowOptions) {
+    this.sandboxes = codebuildSandboxes(opts.sandboxPool ?? 1);
     const substitutions = { ...LOCAL_SUBSTITUTIONS, Runner: opts.runner ?? 'codebuild' };
     this.buildMachine = new StateMachine(loadDefinition('image-build.asl.json', substitutions) as never);
     this.exportMachine = new StateMachine(loadDefinition('image-export.asl.json', substitutions) as never);
+  }
+
+  /** Starts the pool's sandboxes of the builder image, once it is there. */
+  warm(image: string): void {
+    this.sandboxes.fill(image);
   }
 
   /** Resolves when every execution started so far has ended (tests, shutdown). */
@@ -130,6 +146,7 @@ export class LocalStepFunctions implements Workflows {
       // bootc-image-builder cannot run here (README): the local exporter makes the disk images.
       projectEnv: { IB_EXPORTER: 'local' },
       readSecret: this.opts.readSecret,
+      sandboxes: this.sandboxes,
       logFile: this.opts.logFile(ref),
       timeoutSeconds: deps.settings.buildTimeoutSeconds,
       heartbeatTimeoutSeconds:
@@ -219,6 +236,7 @@ export class LocalStepFunctions implements Workflows {
       execution.abort();
     }
     await Promise.race([this.idle(), new Promise((r) => setTimeout(r, 10_000))]);
+    await this.sandboxes.close();
   }
 
   async stop(ref: WorkflowRef, reason: string): Promise<void> {

@@ -9,11 +9,15 @@
 //   relay that connects to that endpoint only. No other port of the host, nor the stack's gateway,
 //   DynamoDB Local or other sandboxes, is reachable; the object store only through the gate below;
 // - life: the run ends when its command does, or is stopped (cancel, timeout): the container is
-//   removed with everything it started (its PID namespace dies with it).
+//   removed with everything it started (its PID namespace dies with it);
+// - binding: a sandbox is started before its run is known (SandboxPool) and holds nothing of any run
+//   until one binds it; the run's environment (secrets included) reaches it through a FIFO, never
+//   podman's command line or podman's container database. One sandbox serves one run.
 // Podman needs `--runtime runc` on this machine (crun fails here) and explicit ulimits.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, type FileHandle, mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, isIP, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,19 +36,23 @@ export interface Endpoint {
   port: number;
 }
 
+/** What a sandbox is made of before any run is bound to it (a pool makes these ahead of time). */
 export interface SandboxOptions {
-  /** Names the container (`ib-run-<name>`): the run's id. */
-  name: string;
   image: string;
-  /** The run's host directory (created here, 0700, removed by `remove`). */
+  /** The sandbox's host directory (created here, 0700, removed by `remove`). */
   workDir: string;
+  /** Files bind-mounted read-only over paths in the image (tests' stand-in scripts). */
+  overlays?: Record<string, string>;
+  /** What runs once the run is bound (ib-codebuild-run with the buildspec). */
+  command: string[];
+}
+
+/** What binds a sandbox to one run: its environment and the endpoints it may reach. */
+export interface SandboxRun {
   env: Record<string, string>;
   endpoints: Endpoint[];
   /** Endpoints served by a host-side server instead of a plain relay (the object-store gate). */
   served?: { endpoint: Endpoint; server: Server }[];
-  /** Files bind-mounted read-only over paths in the image (tests' stand-in scripts). */
-  overlays?: Record<string, string>;
-  command: string[];
 }
 
 /** The listen address of each endpoint inside the sandbox and the /etc/hosts entries it needs. */
@@ -95,50 +103,60 @@ const ID_RANGE = 65_536;
 const pickIdBase = () => (16 + randomInt(0, 16_000)) * ID_RANGE;
 
 export class Sandbox {
-  readonly container: string;
+  readonly container = `ib-run-${randomBytes(6).toString('hex')}`;
   private readonly servers: Server[] = [];
   private child?: ChildProcess;
   private stopped = false;
+  private bound = false;
   private readonly idBase = pickIdBase();
+  private output: (chunk: Buffer) => void;
+  private readonly early: Buffer[] = [];
+  private endedWith?: (how: { code: number | null; signal: NodeJS.Signals | null }) => void;
+  /** Settles when podman has ended and its output is all read (a spawn error counts as exit 1). */
+  readonly ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
+    this.endedWith = r;
+  });
 
   constructor(private readonly opts: SandboxOptions) {
-    this.container = `ib-run-${opts.name.toLowerCase().replace(/[^a-z0-9_.-]/g, '-')}-${randomBytes(3).toString('hex')}`;
+    this.output = (chunk) => this.early.push(chunk);
   }
 
+  get image() {
+    return this.opts.image;
+  }
   get srcDir() {
     return join(this.opts.workDir, 'src');
   }
   get resultDir() {
     return join(this.opts.workDir, 'result');
   }
+  private get netDir() {
+    return join(this.opts.workDir, 'net');
+  }
+  /** Still waiting for a run: started, not bound, not stopped, its container alive. */
+  get idle(): boolean {
+    return !this.bound && !this.stopped && !!this.child && this.child.exitCode === null && !this.child.signalCode;
+  }
 
-  /** Starts the container; its output (stdout and stderr, interleaved) goes to onOutput. */
-  async start(onOutput: (chunk: Buffer) => void): Promise<ChildProcess> {
+  /**
+   * Starts the container, which waits (sandbox-init.sh) for its run before anything of the run exists:
+   * no environment, no endpoint, nothing in its directories. Nothing a run gives it is on podman's
+   * command line or in podman's database: the environment goes through a FIFO when the run binds it.
+   */
+  async prepare(): Promise<void> {
     if (this.stopped) throw new Error('the sandbox was stopped before it started');
+    if (this.child) return;
     const { workDir } = this.opts;
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     await chmod(workDir, 0o711); // the sandbox's ids may enter it to reach their own directories
-    const net = join(workDir, 'net');
-    await mkdir(net, { mode: 0o711 });
+    await mkdir(this.netDir, { mode: 0o711 });
     for (const dir of ['src', 'storage', 'result']) {
       await mkdir(join(workDir, dir), { mode: 0o700 });
       await chown(join(workDir, dir), this.idBase, this.idBase);
     }
-    const served = this.opts.served ?? [];
-    const servedKeys = new Set(served.map((s) => `${s.endpoint.host}:${s.endpoint.port}`));
-    const relayed = unique(this.opts.endpoints).filter((e) => !servedKeys.has(`${e.host}:${e.port}`));
-    const all = [...served.map((s) => s.endpoint), ...relayed];
-    const { listen, hosts } = sandboxAddresses(all);
-    const lines: string[] = [];
-    for (const [i, { endpoint, address }] of listen.entries()) {
-      const socket = join(net, `${i}.sock`);
-      const server = served.find((s) => s.endpoint === endpoint)?.server ?? relayTo(endpoint);
-      await listenOn(server, socket);
-      await chmod(socket, 0o666);
-      this.servers.push(server);
-      lines.push(`${address} ${endpoint.port} /run/ib-net/${i}.sock`);
-    }
-    await writeFile(join(net, 'endpoints'), `${lines.join('\n')}\n`, { mode: 0o644 });
+    const go = join(this.netDir, 'go');
+    await exec('mkfifo', ['-m', '0600', go]);
+    await chown(go, this.idBase, this.idBase);
     const ids = `0:${this.idBase}:${ID_RANGE}`;
     const args = [
       'run',
@@ -169,9 +187,6 @@ export class Sandbox {
       'nproc=32768:32768',
       '--hostname',
       'builder',
-      // Values pass through podman's own environment: only names are on its command line (ps shows it).
-      ...Object.keys(this.opts.env).flatMap((k) => ['--env', k]),
-      ...Object.entries(hosts).flatMap(([h, a]) => ['--add-host', `${h}:${a}`]),
       '-v',
       `${this.srcDir}:${SANDBOX_SRC_DIR}`,
       '-v',
@@ -179,7 +194,7 @@ export class Sandbox {
       '-v',
       `${this.resultDir}:${SANDBOX_RESULT_DIR}`,
       '-v',
-      `${net}:/run/ib-net`,
+      `${this.netDir}:/run/ib-net`,
       '-v',
       `${INIT_SCRIPT}:/run/ib-init.sh:ro`,
       ...Object.entries(this.opts.overlays ?? {}).flatMap(([inside, host]) => ['-v', `${host}:${inside}:ro`]),
@@ -188,18 +203,82 @@ export class Sandbox {
       this.opts.image,
       'bash',
       '/run/ib-init.sh',
-      '/run/ib-net/endpoints',
+      '/run/ib-net',
       ...this.opts.command,
     ];
-    if (this.stopped) throw new Error('the sandbox was stopped before it started');
     const child = spawn('podman', args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...this.opts.env },
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
     });
     this.child = child;
-    child.stdout?.on('data', onOutput);
-    child.stderr?.on('data', onOutput);
-    return child;
+    child.on('error', () => this.endedWith?.({ code: 1, signal: null }));
+    child.on('close', (code, signal) => this.endedWith?.({ code, signal }));
+    child.stdout?.on('data', (chunk: Buffer) => this.output(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => this.output(chunk));
+  }
+
+  /**
+   * Binds the sandbox to its run: the relays of its endpoints, then its environment through the FIFO
+   * (sandbox-init.sh reads it, then starts the command). Output (stdout and stderr, interleaved) goes
+   * to onOutput; `ended` settles when the run does.
+   */
+  async run(run: SandboxRun, onOutput: (chunk: Buffer) => void): Promise<void> {
+    if (this.bound) throw new Error('a sandbox runs one run only');
+    this.bound = true;
+    await this.prepare();
+    const child = this.child as ChildProcess;
+    const served = run.served ?? [];
+    const servedKeys = new Set(served.map((s) => `${s.endpoint.host}:${s.endpoint.port}`));
+    const relayed = unique(run.endpoints).filter((e) => !servedKeys.has(`${e.host}:${e.port}`));
+    const all = [...served.map((s) => s.endpoint), ...relayed];
+    const { listen, hosts } = sandboxAddresses(all);
+    const lines: string[] = [];
+    for (const [i, { endpoint, address }] of listen.entries()) {
+      const socket = join(this.netDir, `${i}.sock`);
+      const server = served.find((s) => s.endpoint === endpoint)?.server ?? relayTo(endpoint);
+      await listenOn(server, socket);
+      await chmod(socket, 0o666);
+      this.servers.push(server);
+      lines.push(`${address} ${endpoint.port} /run/ib-net/${i}.sock`);
+    }
+    await writeFile(join(this.netDir, 'endpoints'), `${lines.join('\n')}\n`, { mode: 0o644 });
+    const hostLines = Object.entries(hosts).map(([h, a]) => `${a} ${h}`);
+    await writeFile(join(this.netDir, 'hosts'), `${hostLines.join('\n')}\n`, { mode: 0o644 });
+    this.output = onOutput;
+    for (const chunk of this.early.splice(0)) onOutput(chunk);
+    if (this.stopped) throw new Error('the sandbox was stopped before it started');
+    await this.sendEnv(run.env, child);
+  }
+
+  /** Writes `NAME=value` NUL-separated records into the FIFO, once its reader (the sandbox) is there. */
+  private async sendEnv(env: Record<string, string>, child: ChildProcess): Promise<void> {
+    const go = join(this.netDir, 'go');
+    const deadline = Date.now() + 60_000;
+    let fd: FileHandle | undefined;
+    while (!fd) {
+      // O_NONBLOCK: ENXIO while no reader has opened it yet (the container is still starting).
+      fd = await open(go, constants.O_WRONLY | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENXIO') throw err;
+        return undefined;
+      });
+      if (fd) break;
+      if (this.stopped || child.exitCode !== null || child.signalCode || Date.now() > deadline) {
+        throw new Error('the sandbox ended before its run could start');
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const records = Object.entries(env).map(([k, v]) => `${k}=${v}\0`);
+    try {
+      // A blocking descriptor for the data (records can exceed the pipe's 64 KiB); the reader is there.
+      const blocking = await open(go, constants.O_WRONLY);
+      try {
+        await blocking.writeFile(records.join(''));
+      } finally {
+        await blocking.close();
+      }
+    } finally {
+      await fd.close();
+    }
   }
 
   /** Stops the run: TERM to its processes, then everything in it killed and the container removed. */
@@ -208,22 +287,85 @@ export class Sandbox {
     this.stopped = true;
     // TERM to everything but the buildspec runner (PID 1, whose trap would wait for the running command):
     // the scripts' own TERM handling reports the cancel, then the runner ends; KILL after the grace.
-    await exec('podman', ['exec', this.container, 'kill', '-TERM', '-1']).catch(() => undefined);
-    await exec('podman', ['stop', '--time', String(graceSeconds), this.container]).catch(() => undefined);
+    if (this.bound) {
+      await exec('podman', ['exec', this.container, 'kill', '-TERM', '-1']).catch(() => undefined);
+      await exec('podman', ['stop', '--time', String(graceSeconds), this.container]).catch(() => undefined);
+    }
     await this.remove();
   }
 
-  /** Removes the container (killing whatever is left in it), the relays and the run's directory. */
+  /**
+   * Removes the container (killing whatever is left in it), the relays and the run's directory. When
+   * podman has ended on its own, `run --rm` has already removed the container: only the files go.
+   */
   async remove(): Promise<void> {
-    // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
-    for (let i = 0; i < 60; i++) {
-      await exec('podman', ['rm', '--force', '--time', '0', this.container]).catch(() => undefined);
-      if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) break;
-      await new Promise((r) => setTimeout(r, 500));
+    this.stopped = true;
+    const ended = () => !this.child || this.child.exitCode !== null || this.child.signalCode !== null;
+    if (this.child?.exitCode === null || !this.child) {
+      // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
+      for (let i = 0; i < 60; i++) {
+        await exec('podman', ['rm', '--force', '--time', '0', this.container]).catch(() => undefined);
+        if (ended()) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
     for (const server of this.servers) server.close();
     this.servers.length = 0;
     await rm(this.opts.workDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Sandboxes started ahead of their runs, so a run does not wait for podman to start a container (about
+ * 0.3 s here). A pooled sandbox holds nothing of any run until one binds it (`Sandbox.run`), and serves
+ * exactly one run; the pool starts a fresh one when a run ends (`fill`), not while one runs: on a small
+ * machine a container starting beside a build slows the build more than the start saves. Runs with overlays (tests'
+ * stand-in scripts) or another image get a sandbox of their own, started then.
+ */
+export class SandboxPool {
+  private readonly idle: Sandbox[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly opts: { size: number; workRoot: string; command: string[] },
+  ) {}
+
+  private make(image: string, overlays?: Record<string, string>): Sandbox {
+    return new Sandbox({
+      image,
+      workDir: join(this.opts.workRoot, `ib-sandbox-${randomBytes(8).toString('hex')}`),
+      command: this.opts.command,
+      ...(overlays ? { overlays } : {}),
+    });
+  }
+
+  /** Starts sandboxes of `image` until `size` are waiting. */
+  fill(image: string): void {
+    for (let i = this.idle.length; i < this.opts.size && !this.closed; i++) {
+      const sandbox = this.make(image);
+      this.idle.push(sandbox);
+      sandbox.prepare().catch(() => void sandbox.remove());
+    }
+  }
+
+  /** A sandbox for one run: a waiting one when it fits, else a new one. */
+  take(image: string, overlays?: Record<string, string>): Sandbox {
+    if (overlays && Object.keys(overlays).length) return this.make(image, overlays);
+    let sandbox: Sandbox | undefined;
+    for (let s = this.idle.shift(); s; s = this.idle.shift()) {
+      if (s.image === image && s.idle) {
+        sandbox = s;
+        break;
+      }
+      void s.remove();
+    }
+    return sandbox ?? this.make(image);
+  }
+
+  /** Removes every waiting sandbox (stack shutdown). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.idle.splice(0).map((s) => s.remove()));
   }
 }
 

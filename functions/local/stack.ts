@@ -169,8 +169,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   setDeps(deps);
   if (runner) {
     // The builder image is made (or found) at start, not on the first build.
-    void ensureBuilderImage((line) => (opts.logger ?? jsonLogger).info(line)).catch((err: Error) =>
-      (opts.logger ?? jsonLogger).error('builder image', { error: err.message }),
+    void ensureBuilderImage((line) => (opts.logger ?? jsonLogger).info(line)).then(
+      (image) => runner.warm(image),
+      (err: Error) => (opts.logger ?? jsonLogger).error('builder image', { error: err.message }),
     );
     await recoverAfterRestart(deps, runner);
   }
