@@ -45,8 +45,12 @@ export interface SecretStore {
   /** Stores a repository password under a fresh name; returns its reference. */
   putRepositoryPassword(orgId: string, repository: string, password: string): Promise<string>;
   deleteSecret(ref: string): Promise<void>;
-  /** A repository password by reference (workflow steps that talk to registries themselves). */
-  getRepositoryPassword(ref: string): Promise<string>;
+  /**
+   * A repository password by reference, for the trusted workflow steps (the referrer push, the runs'
+   * credentials). A reference outside `orgId`'s secrets is refused (SecretOutsideOrgError): the table
+   * says which secret, but only the org's own can be read through it.
+   */
+  getRepositoryPassword(orgId: string, ref: string): Promise<string>;
   /** The key that signs `continue` tokens. */
   tokenSigningKey(): Promise<Uint8Array>;
 }

@@ -102,10 +102,14 @@ export function runEndpoints(env: Record<string, string>): Endpoint[] {
 
 const IMAGE_SCRIPTS = '/usr/local/lib/imagebuilder';
 
+/** What one run may write locally (its sandbox's disk), unless the stack says otherwise: 20 GiB. */
+export const SANDBOX_DISK_BYTES = 20 * 1024 ** 3;
+
 /** Sandboxes that run the buildspec, `size` of them started ahead of their runs. */
-export function codebuildSandboxes(size: number): SandboxPool {
+export function codebuildSandboxes(size: number, diskBytes = SANDBOX_DISK_BYTES): SandboxPool {
   return new SandboxPool({
     size,
+    diskBytes,
     workRoot: tmpdir(),
     command: ['ib-codebuild-run', IMAGE_BUILDSPEC, `${SANDBOX_RESULT_DIR}/exported.env`],
   });
@@ -198,8 +202,8 @@ export class LocalCodeBuild {
       return { Build: { BuildStatus: 'SUCCEEDED', ExportedEnvironmentVariables: exported } };
     } finally {
       this.running.delete(sandbox);
-      await sandbox.remove();
-      this.opts.sandboxes?.fill(image);
+      if (this.opts.sandboxes) this.opts.sandboxes.release(sandbox);
+      else await sandbox.remove();
     }
   }
 

@@ -19,8 +19,8 @@ import {
   type LocalObjectEndpoint,
   type StartBuildInput,
 } from './local-codebuild.js';
-import type { SandboxPool } from './sandbox.js';
 import { LocalEksJob, type RunJobInput } from './local-eks-job.js';
+import type { SandboxPool } from './sandbox.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
 if (!('withResolvers' in Promise)) {
@@ -86,6 +86,8 @@ export interface LocalWorkflowOptions {
   runner?: Runner;
   /** Sandboxes kept started ahead of their runs (default 1; 0: each run starts its own). */
   sandboxPool?: number;
+  /** What one run may write (its sandbox's disk; default SANDBOX_DISK_BYTES). */
+  sandboxDiskBytes?: number;
 }
 
 interface Execution {
@@ -106,7 +108,7 @@ export class LocalStepFunctions implements Workflows {
   private readonly sandboxes: SandboxPool;
 
   constructor(private readonly opts: LocalWorkflowOptions) {
-    this.sandboxes = codebuildSandboxes(opts.sandboxPool ?? 1);
+    this.sandboxes = codebuildSandboxes(opts.sandboxPool ?? 1, opts.sandboxDiskBytes);
     const substitutions = { ...LOCAL_SUBSTITUTIONS, Runner: opts.runner ?? 'codebuild' };
     this.buildMachine = new StateMachine(loadDefinition('image-build.asl.json', substitutions) as never);
     this.exportMachine = new StateMachine(loadDefinition('image-export.asl.json', substitutions) as never);

@@ -39,8 +39,12 @@ export interface Endpoint {
 /** What a sandbox is made of before any run is bound to it (a pool makes these ahead of time). */
 export interface SandboxOptions {
   image: string;
-  /** The sandbox's host directory (created here, 0700, removed by `remove`). */
+  /**
+   * The sandbox's host directory (created here, removed by `remove`): the mount point of its own disk,
+   * `<workDir>.disk`, a sparse ext4 image of `diskBytes` that holds everything the run can write.
+   */
   workDir: string;
+  diskBytes: number;
   /** Files bind-mounted read-only over paths in the image (tests' stand-in scripts). */
   overlays?: Record<string, string>;
   /** What runs once the run is bound (ib-codebuild-run with the buildspec). */
@@ -98,6 +102,9 @@ const listenOn = (server: Server, socket: string) =>
     server.listen(socket, () => res());
   });
 
+/** The host's containers-storage (root's default), where the builder image is: read-only to sandboxes. */
+const HOST_GRAPH_ROOT = '/var/lib/containers/storage';
+
 /** The host uid range a sandbox's user namespace maps to: 65 536 ids, above every system range. */
 const ID_RANGE = 65_536;
 const pickIdBase = () => (16 + randomInt(0, 16_000)) * ID_RANGE;
@@ -108,6 +115,7 @@ export class Sandbox {
   private child?: ChildProcess;
   private stopped = false;
   private bound = false;
+  private mounted = false;
   private readonly idBase = pickIdBase();
   private output: (chunk: Buffer) => void;
   private readonly early: Buffer[] = [];
@@ -133,9 +141,61 @@ export class Sandbox {
   private get netDir() {
     return join(this.opts.workDir, 'net');
   }
+  private get diskFile() {
+    return `${this.opts.workDir}.disk`;
+  }
+  /**
+   * podman with this sandbox's own storage on its own disk: the container's writable layer (all a
+   * process that got out of the nested build's chroot could write to) is there, next to the run's
+   * directories, so one run filling "the disk" fills only its own. The builder image is read from the
+   * host's store, read-only.
+   */
+  private podman(args: string[]): string[] {
+    const own = join(this.opts.workDir, 'podman');
+    return [
+      '--root',
+      join(own, 'root'),
+      '--runroot',
+      join(own, 'run'),
+      '--tmpdir',
+      join(own, 'tmp'),
+      '--storage-driver',
+      'overlay',
+      '--storage-opt',
+      `additionalimagestore=${HOST_GRAPH_ROOT}`,
+      ...args,
+    ];
+  }
+
+  /** Makes and mounts the sandbox's disk (sparse: it takes host space only as the run writes). */
+  private async mountDisk(): Promise<void> {
+    const { workDir, diskBytes } = this.opts;
+    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    await exec('truncate', ['-s', String(diskBytes), this.diskFile]);
+    await chmod(this.diskFile, 0o600);
+    await exec('mkfs.ext4', [
+      '-q',
+      '-F',
+      '-m',
+      '0',
+      '-E',
+      'lazy_itable_init=1,lazy_journal_init=1',
+      this.diskFile,
+    ]);
+    try {
+      await exec('mount', ['-o', 'loop,nosuid,nodev', this.diskFile, workDir]);
+    } catch (err) {
+      throw new Error(
+        `the sandbox's disk cannot be mounted (a loop device and root are needed): ${(err as Error).message}`,
+      );
+    }
+    this.mounted = true;
+  }
   /** Still waiting for a run: started, not bound, not stopped, its container alive. */
   get idle(): boolean {
-    return !this.bound && !this.stopped && !!this.child && this.child.exitCode === null && !this.child.signalCode;
+    return (
+      !this.bound && !this.stopped && !!this.child && this.child.exitCode === null && !this.child.signalCode
+    );
   }
 
   /**
@@ -147,7 +207,8 @@ export class Sandbox {
     if (this.stopped) throw new Error('the sandbox was stopped before it started');
     if (this.child) return;
     const { workDir } = this.opts;
-    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    await this.mountDisk();
+    await mkdir(join(workDir, 'podman'), { mode: 0o700 });
     await chmod(workDir, 0o711); // the sandbox's ids may enter it to reach their own directories
     await mkdir(this.netDir, { mode: 0o711 });
     for (const dir of ['src', 'storage', 'result']) {
@@ -158,9 +219,10 @@ export class Sandbox {
     await exec('mkfifo', ['-m', '0600', go]);
     await chown(go, this.idBase, this.idBase);
     const ids = `0:${this.idBase}:${ID_RANGE}`;
+    // No --rm: podman answers when the run's processes have ended; the container goes afterwards
+    // (`remove`), off the run's critical path.
     const args = [
       'run',
-      '--rm',
       '--name',
       this.container,
       '--runtime',
@@ -206,7 +268,7 @@ export class Sandbox {
       '/run/ib-net',
       ...this.opts.command,
     ];
-    const child = spawn('podman', args, {
+    const child = spawn('podman', this.podman(args), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
     });
@@ -288,29 +350,36 @@ export class Sandbox {
     // TERM to everything but the buildspec runner (PID 1, whose trap would wait for the running command):
     // the scripts' own TERM handling reports the cancel, then the runner ends; KILL after the grace.
     if (this.bound) {
-      await exec('podman', ['exec', this.container, 'kill', '-TERM', '-1']).catch(() => undefined);
-      await exec('podman', ['stop', '--time', String(graceSeconds), this.container]).catch(() => undefined);
+      await exec('podman', this.podman(['exec', this.container, 'kill', '-TERM', '-1'])).catch(
+        () => undefined,
+      );
+      await exec('podman', this.podman(['stop', '--time', String(graceSeconds), this.container])).catch(
+        () => undefined,
+      );
     }
     await this.remove();
   }
 
-  /**
-   * Removes the container (killing whatever is left in it), the relays and the run's directory. When
-   * podman has ended on its own, `run --rm` has already removed the container: only the files go.
-   */
+  /** Removes the container (killing whatever is left in it), the relays and the run's directory. */
   async remove(): Promise<void> {
     this.stopped = true;
     const ended = () => !this.child || this.child.exitCode !== null || this.child.signalCode !== null;
-    if (this.child?.exitCode === null || !this.child) {
-      // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
-      for (let i = 0; i < 60; i++) {
-        await exec('podman', ['rm', '--force', '--time', '0', this.container]).catch(() => undefined);
-        if (ended()) break;
-        await new Promise((r) => setTimeout(r, 500));
-      }
+    // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
+    for (let i = 0; i < 60; i++) {
+      await exec('podman', this.podman(['rm', '--force', '--time', '0', this.container])).catch(
+        () => undefined,
+      );
+      if (ended()) break;
+      await new Promise((r) => setTimeout(r, 500));
     }
     for (const server of this.servers) server.close();
     this.servers.length = 0;
+    if (this.mounted) {
+      // Whatever still holds it (an overlay podman left behind) lets go when it goes: lazy unmount.
+      await exec('umount', ['-R', this.opts.workDir]).catch(() => exec('umount', ['-l', this.opts.workDir]));
+      this.mounted = false;
+    }
+    await rm(this.diskFile, { force: true }).catch(() => undefined);
     await rm(this.opts.workDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
@@ -318,21 +387,23 @@ export class Sandbox {
 /**
  * Sandboxes started ahead of their runs, so a run does not wait for podman to start a container (about
  * 0.3 s here). A pooled sandbox holds nothing of any run until one binds it (`Sandbox.run`), and serves
- * exactly one run; the pool starts a fresh one when a run ends (`fill`), not while one runs: on a small
- * machine a container starting beside a build slows the build more than the start saves. Runs with overlays (tests'
- * stand-in scripts) or another image get a sandbox of their own, started then.
+ * exactly one run; the pool starts a fresh one when a run has ended (`release`), not while one runs: on
+ * a small machine a container starting beside a build slows the build more than the start saves.
+ * Runs with overlays (tests' stand-in scripts) or another image get a sandbox of their own.
  */
 export class SandboxPool {
   private readonly idle: Sandbox[] = [];
+  private readonly removing = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
-    private readonly opts: { size: number; workRoot: string; command: string[] },
+    private readonly opts: { size: number; workRoot: string; command: string[]; diskBytes: number },
   ) {}
 
   private make(image: string, overlays?: Record<string, string>): Sandbox {
     return new Sandbox({
       image,
+      diskBytes: this.opts.diskBytes,
       workDir: join(this.opts.workRoot, `ib-sandbox-${randomBytes(8).toString('hex')}`),
       command: this.opts.command,
       ...(overlays ? { overlays } : {}),
@@ -362,10 +433,22 @@ export class SandboxPool {
     return sandbox ?? this.make(image);
   }
 
-  /** Removes every waiting sandbox (stack shutdown). */
+  /**
+   * A run has ended (its processes are gone): its container and files are removed in the background,
+   * then a new sandbox is started in its place.
+   */
+  release(sandbox: Sandbox): void {
+    const removal = sandbox.remove().finally(() => {
+      this.removing.delete(removal);
+      this.fill(sandbox.image);
+    });
+    this.removing.add(removal);
+  }
+
+  /** Removes every waiting sandbox and waits for the removals under way (stack shutdown). */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.idle.splice(0).map((s) => s.remove()));
+    await Promise.all([...this.idle.splice(0).map((s) => s.remove()), ...this.removing]);
   }
 }
 

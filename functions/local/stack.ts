@@ -41,6 +41,8 @@ export interface LocalStackOptions {
   /** Exporter script override for workflow tests; default functions/builder/export-image.sh. */
   exporterScript?: string;
   heartbeatTimeoutSeconds?: number;
+  /** What one run may write locally: its sandbox's disk (default 20 GiB). */
+  sandboxDiskBytes?: number;
   /** Where the local workflows run jobs: `codebuild` (default) or `eks` (the Job stand-in, same scripts). */
   runner?: Runner;
   settings?: Partial<Settings>;
@@ -146,6 +148,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         ...(opts.builderScript ? { builderScript: opts.builderScript } : {}),
         ...(opts.exporterScript ? { exporterScript: opts.exporterScript } : {}),
         ...(opts.heartbeatTimeoutSeconds ? { heartbeatTimeoutSeconds: opts.heartbeatTimeoutSeconds } : {}),
+        ...(opts.sandboxDiskBytes ? { sandboxDiskBytes: opts.sandboxDiskBytes } : {}),
         ...(opts.runner ? { runner: opts.runner } : {}),
       });
   const enrollment = opts.enrollment ?? (await enrollmentFromEnv());

@@ -26,6 +26,7 @@ import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
 import { withEnrollment } from './enrollment.js';
 import { readJobResult } from './job-result.js';
+import { handCredentials } from './run-credentials.js';
 
 export type BuildStepEvent =
   /** `runner` is the definition's `${Runner}` substitution: where the jobs of this deployment run. */
@@ -106,13 +107,18 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Bu
     const ca = repo.doc.spec['ca.crt'];
     if (ca) files[caPath(side)] = Buffer.from(ca, 'base64').toString('utf8');
   }
+  // Under the run's prefix, like the context: removed with it on every way out.
+  const credentialsUrl = await handCredentials(deps, ref, { SOURCE: source, DEST: destination });
   const plan = planBuild(
     ref,
     build,
     source,
     destination,
     deps.settings,
-    await runTransfers(deps, ref, spec.architectures ?? ['x86_64'], runner),
+    {
+      ...(await runTransfers(deps, ref, spec.architectures ?? ['x86_64'], runner)),
+      ...(credentialsUrl ? { credentialsUrl } : {}),
+    },
     runner,
   );
   // The context and the Building transition do not depend on each other: one round trip for both. If

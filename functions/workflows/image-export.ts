@@ -2,7 +2,7 @@
 // in AWS and by the local runner locally.
 
 import { getDeps } from '../commons/config.js';
-import { type Runner, runnerOf, transferSeconds } from '../commons/domain/build-plan.js';
+import { contextPrefix, type Runner, runnerOf, transferSeconds } from '../commons/domain/build-plan.js';
 import { artifactKey, type ExportPlan, exportResultKey, planExport } from '../commons/domain/export-run.js';
 import { readyReason } from '../commons/domain/resources.js';
 import { transition } from '../commons/domain/transitions.js';
@@ -11,6 +11,7 @@ import type { Deps, StoredResource, WorkflowRef } from '../commons/ports.js';
 import { failureMessage, RunNotActiveError } from './common.js';
 import { type ExecutionStatusChange, toStepEvent } from './image-build.js';
 import { readJobResult } from './job-result.js';
+import { handCredentials } from './run-credentials.js';
 
 export type ExportStepEvent =
   /** `runner` is the definition's `${Runner}` substitution. */
@@ -70,9 +71,10 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Ex
   }
   const seconds = transferSeconds(deps.settings.buildTimeoutSeconds);
   const key = artifactKey(ref, build, exp);
-  const [artifactUrl, resultUrl] = await Promise.all([
+  const [artifactUrl, resultUrl, credentialsUrl] = await Promise.all([
     deps.objects.presignPut(key, seconds),
     runner === 'eks' ? deps.objects.presignPut(exportResultKey(ref), seconds) : undefined,
+    handCredentials(deps, ref, { SOURCE: registry }),
   ]);
   const plan = planExport(
     ref,
@@ -86,7 +88,7 @@ async function prepare(deps: Deps, ref: WorkflowRef, runner: Runner): Promise<Ex
       heartbeatSeconds: deps.settings.heartbeatSeconds,
       ...(deps.settings.bibImage ? { bibImage: deps.settings.bibImage } : {}),
     },
-    { artifactUrl, ...(resultUrl ? { resultUrl } : {}) },
+    { artifactUrl, ...(resultUrl ? { resultUrl } : {}), ...(credentialsUrl ? { credentialsUrl } : {}) },
     runner,
   );
   const started = await transition(deps, ref, {
@@ -110,6 +112,8 @@ async function publish(deps: Deps, e: Extract<ExportStepEvent, { step: 'publish'
   const size = Number(exported(e.converted, 'IB_SIZE'));
   if (!/^[0-9a-f]{64}$/.test(sha256) || !Number.isFinite(size))
     throw new Error('the exporter reported an invalid checksum or size');
+  // The exporter has ended: its credentials object goes now (fail and ended remove it on the other ways).
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
   // The Pushing transition and the reads the push needs at once: one round trip.
   const [pushing, { build, registry }] = await Promise.all([
     transition(deps, e.ref, {
@@ -140,11 +144,13 @@ async function publish(deps: Deps, e: Extract<ExportStepEvent, { step: 'publish'
 }
 
 async function fail(deps: Deps, e: Extract<ExportStepEvent, { step: 'fail' }>): Promise<void> {
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
   if (e.error.Error === 'RunNotActive') return;
   await transition(deps, e.ref, { reason: 'Failed', message: await failureMessage(deps, e.ref, e.error) });
 }
 
 async function ended(deps: Deps, e: Extract<ExportStepEvent, { step: 'ended' }>): Promise<void> {
+  await deps.objects.deletePrefix(contextPrefix(e.ref));
   if (e.status === 'ABORTED') await transition(deps, e.ref, { reason: 'Canceled', message: 'Canceled' });
   else
     await transition(deps, e.ref, {

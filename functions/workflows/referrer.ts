@@ -10,7 +10,7 @@ import type { ReferrerPusher } from './image-export.js';
 export const pushDiskReferrer: ReferrerPusher = async ({ deps, registry, build, plan, sha256, size }) => {
   const spec = registry.doc.spec;
   const password = registry.secretRef
-    ? await deps.secrets.getRepositoryPassword(registry.secretRef)
+    ? await deps.secrets.getRepositoryPassword(registry.orgId, registry.secretRef)
     : undefined;
   const client = new OciRegistry({
     registry: spec.registry,

@@ -253,10 +253,8 @@ export class Builders extends Construct {
     this.logGroup.grantWrite(this.role);
     // The builder image, pulled by CodeBuild with this role.
     props.image.repository.grantPull(this.role);
-    // Registry passwords, resolved by CodeBuild from the SECRETS_MANAGER variables of each run.
-    grantRepositoryPasswordsRead(this.role, this, props.secrets, 'Builds and exports');
-    // No S3 permission: a run reads its context and writes its disk image through the URLs its trusted
-    // step presigned (README, "Authority of a run").
+    // No S3 and no Secrets Manager permission: a run reads its context and its registry passwords and
+    // writes its disk image through the URLs its trusted step presigned (README, "Authority of a run").
 
     const common = {
       buildSpec: builderBuildSpec(),
@@ -389,6 +387,8 @@ export class ImageBuildWorkflow extends Construct {
     props.data.grantReadWriteData(step);
     props.secrets.grantTokenKeyRead(step);
     props.contextStore.grantReadWrite(step);
+    // The run's repository passwords, handed to it as a presigned object (run-credentials.ts).
+    grantRepositoryPasswordsRead(step, this, props.secrets, 'The build steps');
     props.events.grantPutEvents(step);
     props.builders.grantReadLogs(step);
     if (props.flightctlSecretArn) {

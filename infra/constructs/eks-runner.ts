@@ -76,9 +76,8 @@ export class EksRunner extends Construct {
       serviceAccount: this.serviceAccount,
       roleArn: this.podRole.roleArn,
     });
-    // What CodeBuild's role may do: repository passwords (read). No S3: a pod reads its context and
+    // No S3 and no Secrets Manager permission: a pod reads its context and registry passwords and
     // writes its disk image and result through the URLs its trusted step presigned.
-    grantRepositoryPasswordsRead(this.podRole, this, props.secrets, 'Builder pods');
     props.image.repository.grantPull(this.podRole);
   }
 

@@ -245,8 +245,10 @@ export class ImageExportWorkflow extends Construct {
     // Presigns the one PUT of each run's disk image (and EKS result): a presigned URL can do what its
     // signer may, so the step, not the builders, holds the write on artifacts/.
     props.contextStore.grantArtifactsWrite(step);
-    // The destination registry's password, for the referrer push.
+    // The destination registry's password, for the referrer push and for the run (run-credentials.ts),
+    // which reads it through a presigned object under contexts/.
     grantRepositoryPasswordsRead(step, this, props.secrets, 'The export steps');
+    props.contextStore.grantReadWrite(step);
     props.events.grantPutEvents(step);
     props.builders.grantReadLogs(step);
     const machine = workflowMachine(this, {

@@ -7,7 +7,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, statfs } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,8 @@ const B_PASSWORD = `b-secret-${randomBytes(8).toString('hex')}`;
 const CANARY = join(tmpdir(), `ib-canary-${id}`);
 const CANARY_TEXT = `canary-${randomBytes(8).toString('hex')}`;
 const MARK = join(tmpdir(), `ib-escaped-${id}`);
+/** What one run may write here (the suite's stack sets its sandboxes' disks to this). */
+const DISK_CAP = 1536 * 1024 * 1024;
 const DAEMON = `sleep 7${randomBytes(2).readUInt16BE(0) % 1000}7`;
 
 /** The double-chroot escape: no libc, raw x86_64 syscalls, then `sh -c <argv[1]>` outside the chroot. */
@@ -95,6 +97,7 @@ beforeAll(async () => {
   stack = await startTestStack({
     workflows: undefined,
     settings: { buildTimeoutSeconds: 600, heartbeatSeconds: 2 },
+    sandboxDiskBytes: DISK_CAP,
   });
   orgA = await stack.as('org-attacker');
   orgB = await stack.as('org-victim');
@@ -212,9 +215,77 @@ echo ATTACK-DONE
     expect(await stack.deps.objects.list('artifacts/org-victim/')).toEqual([]);
     // Nothing it started outlives its run.
     expect(hostProcesses()).not.toContain(DAEMON);
-    expect(
-      spawnSync('podman', ['ps', '-q', '--filter', 'name=ib-run-'], { encoding: 'utf8' }).stdout.trim(),
-    ).toBe('');
+    // Its sandbox has no process left: no conmon (whose arguments name the container) nor anything else.
+    const container = /runs in sandbox (ib-run-[0-9a-f]+)/.exec(log)?.[1];
+    expect(container).toMatch(/^ib-run-/);
+    expect(hostProcesses()).not.toContain(container);
+  }, 400_000);
+
+  it('filling the disk, in the build step and out of its chroot, fills only the disk of its own run; the next build starts clean', async () => {
+    const free = async () => {
+      const f = await statfs(tmpdir());
+      return f.bavail * f.bsize;
+    };
+    const before = await free();
+    const script = `#!/bin/sh
+set +e
+dd if=/dev/zero of=/fill bs=1M 2>/dev/null
+echo "FILLED-STEP $(du -m /fill | cut -f1)"
+rm -f /fill
+/usr/local/bin/escape "dd if=/dev/zero of=/root/fill bs=1M 2>/dev/null; echo FILLED-ESCAPED \\$(du -m /root/fill | cut -f1)"
+echo FILL-DONE
+`;
+    const created = await orgA.req(
+      'POST',
+      '/api/v1/imagebuilds',
+      hostileBuild('filler', script, [
+        {
+          path: '/usr/local/bin/escape',
+          content: escapeBinary.toString('base64'),
+          encoding: 'base64',
+          mode: '0755',
+        },
+      ]),
+    );
+    expect(created.status, created.text).toBe(201);
+    // While it runs: the host's free space, and its sandbox's processes (seen, so their absence later means something).
+    let lowest = before;
+    let sawSandbox = false;
+    let done: Awaited<ReturnType<typeof waitForReason>> | undefined;
+    const finished = waitForReason(orgA, 'imagebuilds', 'filler', ['Completed', 'Failed'], 300_000).then(
+      (b) => {
+        done = b;
+      },
+    );
+    while (!done) {
+      lowest = Math.min(lowest, await free());
+      const container = /runs in sandbox (ib-run-[0-9a-f]+)/.exec(await logOf(orgA, 'filler'))?.[1];
+      if (container && hostProcesses().includes(container)) sawSandbox = true;
+      await Promise.race([finished, new Promise((r) => setTimeout(r, 50))]);
+    }
+    const log = await logOf(orgA, 'filler');
+    const step = Number(/FILLED-STEP (\d+)/.exec(log)?.[1]);
+    const escaped = Number(/FILLED-ESCAPED (\d+)/.exec(log)?.[1] ?? 0);
+    // The attacker wrote until its disk was full, and that was its own run's cap, not the host's disk.
+    expect(step, log.slice(-3000)).toBeGreaterThan(512);
+    expect(escaped, log.slice(-3000)).toBeGreaterThan(512);
+    expect(step * 1024 * 1024).toBeLessThanOrEqual(DISK_CAP);
+    expect(escaped * 1024 * 1024).toBeLessThanOrEqual(DISK_CAP);
+    expect(before - lowest).toBeLessThan(DISK_CAP + 256 * 1024 * 1024);
+    expect(sawSandbox).toBe(true);
+    // Its run ended on its own merits, and took its disk with it.
+    expect(['Completed', 'Failed']).toContain(done?.status.conditions[0].reason);
+    for (let i = 0; i < 100 && before - (await free()) > 128 * 1024 * 1024; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(before - (await free())).toBeLessThan(128 * 1024 * 1024);
+    // The next build, of another org, starts clean and completes.
+    await orgB.req(
+      'POST',
+      '/api/v1/imagebuilds',
+      hostileBuild('after-fill', '#!/bin/sh\ntest ! -e /fill && echo CLEAN\n'),
+    );
+    const next = await waitForReason(orgB, 'imagebuilds', 'after-fill', ['Completed', 'Failed'], 300_000);
+    expect(next.status.conditions[0].reason, await logOf(orgB, 'after-fill')).toBe('Completed');
   }, 400_000);
 
   it('`kill -9 -1` ends only its own run: a concurrent build of another org completes, the stack lives on', async () => {
@@ -266,6 +337,36 @@ echo ATTACK-DONE
     ).rejects.toThrow(/outside the run's org/);
     expect(read).toEqual([]);
   });
+
+  it('a repository whose secret reference was rewritten to another org’s secret: the trusted step refuses, the password goes nowhere', async () => {
+    // The attacker got write access to the table and pointed its destination at the victim's secret.
+    const victim = await stack.deps.store.get('org-victim', 'Repository', 'private');
+    const own = await stack.deps.store.get('org-attacker', 'Repository', 'dst');
+    expect(victim?.secretRef).toMatch(/^org-victim\//);
+    if (!own || !victim?.secretRef) throw new Error('fixture repositories missing');
+    const tampered = {
+      ...own,
+      secretRef: victim.secretRef,
+      doc: {
+        ...own.doc,
+        spec: { ...(own.doc.spec as object), ociAuth: { authType: 'docker', username: 'x' } },
+      },
+    } as typeof own;
+    await stack.deps.store.replace(tampered, own.version);
+    try {
+      await orgA.req('POST', '/api/v1/imagebuilds', hostileBuild('tampered', '#!/bin/sh\necho RAN\n'));
+      const done = await waitForReason(orgA, 'imagebuilds', 'tampered', ['Completed', 'Failed'], 120_000);
+      expect(done.status.conditions[0].reason).toBe('Failed');
+      expect(done.status.conditions[0].message).toMatch(/secret reference is outside its org/);
+      const log = await logOf(orgA, 'tampered');
+      expect(log).not.toContain(B_PASSWORD);
+      expect(log).not.toContain('RAN');
+      const uid = done.metadata.uid as string;
+      expect(await stack.deps.objects.list(`contexts/org-attacker/${uid}`)).toEqual([]);
+    } finally {
+      await stack.deps.store.replace(own, own.version);
+    }
+  }, 200_000);
 
   it('the emulators answer on 127.0.0.1 only: from this machine’s other address, DynamoDB Local and s3rver refuse', async () => {
     const address = Object.values(networkInterfaces())

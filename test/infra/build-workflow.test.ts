@@ -172,7 +172,7 @@ describe('build workflow in AWS', () => {
     expect(armComputeType('BUILD_GENERAL1_2XLARGE')).toBe('BUILD_GENERAL1_2XLARGE');
   });
 
-  it('gives the builders a least-privilege role: no S3 at all, passwords, their log group, the image pull', () => {
+  it('gives the builders a least-privilege role: no S3, no secret at all; their log group, the image pull', () => {
     const project = ofType(s.resources, 'AWS::CodeBuild::Project').find(([id]) =>
       /^ImageBuilderBuilders/.test(id),
     );
@@ -191,18 +191,12 @@ describe('build workflow in AWS', () => {
           [`<${repo}.Arn>`],
         ],
         [['ecr:GetAuthorizationToken'], ['*']],
-        [
-          ['secretsmanager:GetSecretValue'],
-          [
-            'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
-          ],
-        ],
       ]),
     );
-    // A run reads its context and writes its disk image through presigned URLs only.
-    expect(actionsOf(statements).filter((a) => a.startsWith('s3:'))).toEqual([]);
+    // A run reads its context and registry passwords and writes its disk image through presigned URLs.
+    expect(actionsOf(statements).filter((a) => /^(s3|secretsmanager|kms):/.test(a))).toEqual([]);
     // Nothing else: no CodeBuild defaults; the other five statements are the ami import.
-    expect(rendered).toHaveLength(9);
+    expect(rendered).toHaveLength(8);
   });
 
   it('fills every placeholder of the ASL file with definitionSubstitutions', () => {
@@ -340,11 +334,15 @@ describe('build workflow in AWS', () => {
     expect(find('events:PutEvents')).toEqual([
       `<${idOf(s.resources, 'AWS::Events::EventBus', /EventsBus/)}.Arn>`,
     ]);
+    // The run's repository passwords, which it hands to the run as a presigned object, and nothing else.
     expect(find('secretsmanager:GetSecretValue').sort()).toEqual(
-      [FLIGHTCTL_SECRET, `<${idOf(s.resources, 'AWS::SecretsManager::Secret', /ContinueTokenKey/)}>`].sort(),
+      [
+        FLIGHTCTL_SECRET,
+        `<${idOf(s.resources, 'AWS::SecretsManager::Secret', /ContinueTokenKey/)}>`,
+        'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
+      ].sort(),
     );
-    // The step handler only starts the exports waiting for its build; it never stops executions nor
-    // touches repository passwords.
+    // The step handler only starts the exports waiting for its build; it never stops executions.
     const states = statements.filter((st) => asArray(st.Action).some((a) => a.startsWith('states:')));
     expect(states.map((st) => [st.Action, flat(st.Resource)])).toEqual([
       [

@@ -183,15 +183,14 @@ describe('EKS runner (runner: eks)', () => {
       statements
         .filter((st) => asArray(st.Action).includes(action))
         .flatMap((st) => asArray(st.Resource).map(flat));
-    // No S3: a pod reads its context and writes its disk image and result through presigned URLs.
-    expect(statements.flatMap((st) => asArray(st.Action)).filter((a) => a.startsWith('s3:'))).toEqual([]);
+    // No S3 and no Secrets Manager: a pod reads its context and registry passwords and writes its disk
+    // image and result through presigned URLs.
+    const actions = statements.flatMap((st) => asArray(st.Action));
+    expect(actions.filter((a) => /^(s3|secretsmanager|kms):/.test(a))).toEqual([]);
     expect(byAction('ecr:BatchGetImage')).toEqual([expect.stringMatching(/BuilderImageRepository/)]);
-    expect(byAction('secretsmanager:GetSecretValue')).toEqual([
-      'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
-    ]);
   });
 
-  it('keeps secrets out of the Job: a password is only its ARN, resolved in the pod', () => {
+  it('keeps secrets out of the Job: no password and no secret reference, only the presigned credentials URL', () => {
     const ref = { orgId: 'acme', kind: 'ImageBuild' as const, name: 'b', uid: '0b7c', generation: 1 };
     const repo = (registry: string, secretRef?: string) =>
       ({
@@ -222,6 +221,7 @@ describe('EKS runner (runner: eks)', () => {
       { contextBucket: 'bucket', buildTimeoutSeconds: 3600, heartbeatSeconds: 30 },
       {
         contextUrl: 'https://bucket.s3/ctx?sig',
+        credentialsUrl: 'https://bucket.s3/credentials?sig',
         resultUrls: { 'contexts/acme/0b7c-1/results/x86_64.json': 'https://bucket.s3/res?sig' },
       },
       'eks',
@@ -229,11 +229,17 @@ describe('EKS runner (runner: eks)', () => {
     const job = plan.builds[0]?.job;
     expect(job?.timeoutSeconds).toBe(3600);
     expect(job?.name).toBe('ib-0b7c-1-amd64');
-    expect(job?.env).toContainEqual({ name: 'IB_DEST_PASSWORD_SECRET_ARN', value: secret });
-    expect(job?.env.map((v) => v.name)).not.toContain('IB_DEST_PASSWORD');
+    expect(job?.env).toContainEqual({
+      name: 'IB_CREDENTIALS_URL',
+      value: 'https://bucket.s3/credentials?sig',
+    });
+    expect(job?.env.filter((v) => v.name.includes('PASSWORD') || v.value.includes(secret))).toEqual([]);
     expect(job?.resultKey).toBe('contexts/acme/0b7c-1/results/x86_64.json');
     expect(job?.env).toContainEqual({ name: 'IB_RESULT_URL', value: 'https://bucket.s3/res?sig' });
     expect(jobEnv([{ Name: 'X', Value: 'v', Type: 'PLAINTEXT' }])).toEqual([{ name: 'X', value: 'v' }]);
+    expect(() => jobEnv([{ Name: 'P', Value: secret, Type: 'SECRETS_MANAGER' }])).toThrow(
+      /no secret reference/,
+    );
   });
 
   it('defaults namespace and service account per stage, so two stages can share a cluster', () => {

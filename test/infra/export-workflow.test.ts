@@ -97,11 +97,13 @@ describe('export workflow in AWS', () => {
       s.resources,
       roleOfFunction(s.resources, /steps of the image export/),
     );
-    expect(resourcesOf(statements, 's3:GetObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
-    // Deletes the disk image of an export that ends Canceled or Failed, or goes with its build.
-    expect(resourcesOf(statements, 's3:DeleteObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
-    // The disk image's presigned PUT is signed with this role: only artifacts/.
-    expect(resourcesOf(statements, 's3:PutObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
+    // artifacts/: reads the disk image for the referrer; deletes it when an export ends Canceled or
+    // Failed, or goes with its build; the disk image's presigned PUT is signed with this role.
+    // contexts/: the run's credentials object (written, presigned for the run, deleted at the end).
+    const both = [`<${bucket}.Arn>/artifacts/*`, `<${bucket}.Arn>/contexts/*`];
+    expect(resourcesOf(statements, 's3:GetObject').sort()).toEqual(both);
+    expect(resourcesOf(statements, 's3:DeleteObject').sort()).toEqual(both);
+    expect(resourcesOf(statements, 's3:PutObject').sort()).toEqual(both);
     expect(resourcesOf(statements, 'secretsmanager:GetSecretValue')).toEqual([
       'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:imagebuilder/dev/*/repositories/*',
     ]);
@@ -181,7 +183,10 @@ describe('export workflow in AWS', () => {
     const statements = policyStatements(s.resources, role);
     expect(statements.flatMap((st) => asArray(st.Action)).filter((a) => a.startsWith('s3:'))).toEqual([]);
     const step = policyStatements(s.resources, roleOfFunction(s.resources, /steps of the image export/));
-    expect(resourcesOf(step, 's3:PutObject')).toEqual([`<${bucket}.Arn>/artifacts/*`]);
+    expect(resourcesOf(step, 's3:PutObject').sort()).toEqual([
+      `<${bucket}.Arn>/artifacts/*`,
+      `<${bucket}.Arn>/contexts/*`,
+    ]);
     const vmimport = idOf(s.resources, 'AWS::IAM::Role', /VmImportRole/);
     expect(resourcesOf(statements, 'iam:PassRole')).toEqual([`<${vmimport}.Arn>`]);
   });

@@ -33,6 +33,8 @@ const env = (vars: { Name: string; Value: string; Type: string }[]) =>
 
 const TRANSFERS = {
   contextUrl: 'https://ctx-bucket.s3.amazonaws.com/contexts/org-1/u-1-2/context.tar?X-Amz-Signature=x',
+  credentialsUrl:
+    'https://ctx-bucket.s3.amazonaws.com/contexts/org-1/u-1-2/credentials.json?X-Amz-Signature=y',
 };
 
 describe('planBuild', () => {
@@ -53,14 +55,14 @@ describe('planBuild', () => {
     expect(env(only?.env ?? [])).toEqual({
       // the run reads its context through the URL its trusted step presigned, with no credentials
       IB_CONTEXT_URL: `PLAINTEXT:${TRANSFERS.contextUrl}`,
+      // and its registry passwords the same way: no secret, and no secret reference, in its environment
+      IB_CREDENTIALS_URL: `PLAINTEXT:${TRANSFERS.credentialsUrl}`,
       IB_HEARTBEAT_SECONDS: 'PLAINTEXT:30',
       IB_SOURCE_REGISTRY: 'PLAINTEXT:quay.io',
       IB_SOURCE_TLS_VERIFY: 'PLAINTEXT:true',
       IB_DEST_REGISTRY: 'PLAINTEXT:registry.example.com:5000',
       IB_DEST_TLS_VERIFY: 'PLAINTEXT:false',
       IB_DEST_USERNAME: 'PLAINTEXT:robot',
-      // the password is a reference the runner resolves, never the value
-      IB_DEST_PASSWORD: 'SECRETS_MANAGER:arn:aws:secretsmanager:us-east-1:1:secret:dst-AbC',
       IB_MODE: 'PLAINTEXT:build',
       IB_ARCH: 'PLAINTEXT:x86_64',
       IB_PUSH_REF: 'PLAINTEXT:registry.example.com:5000/fleet/os:v1',
@@ -107,7 +109,8 @@ describe('planBuild', () => {
     expect(list.IB_MANIFEST_SOURCES).toBe(
       `PLAINTEXT:registry.example.com:5000/fleet/os@${d('a')} registry.example.com:5000/fleet/os@${d('b')}`,
     );
-    expect(list.IB_DEST_PASSWORD).toMatch(/^SECRETS_MANAGER:/);
+    expect(list.IB_CREDENTIALS_URL).toBe(`PLAINTEXT:${TRANSFERS.credentialsUrl}`);
+    expect(Object.keys(list).filter((k) => k.includes('PASSWORD'))).toEqual([]);
     expect(list.IB_SOURCE_REGISTRY).toBeUndefined();
     expect(list.IB_CONTEXT_URL).toBeUndefined();
   });

@@ -1,11 +1,21 @@
 // functions/builder/eks-job.sh, the EKS runner's pod entrypoint, run with bash on this machine around
 // the real ib-codebuild-run and the real buildspec (functions/builder/buildspec.yml as JSON), with a
-// stand-in `aws` CLI (Secrets Manager as files), stand-in builder/exporter scripts and a local HTTP
-// server playing S3's presigned URLs: it resolves `<NAME>_SECRET_ARN` into `<NAME>_FILE` (no secret in
-// the environment), the buildspec fetches the context through its URL, and the job PUTs its result.
+// stand-in `aws` CLI (which records any call: the pod's role reads nothing), stand-in builder/exporter
+// scripts and a local HTTP server playing S3's presigned URLs: the buildspec fetches the run's registry
+// passwords through IB_CREDENTIALS_URL into `IB_<SIDE>_PASSWORD_FILE` files (no secret in the
+// environment) and the context through its URL, and the job PUTs its result.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,17 +27,13 @@ import { tarArchive } from '../../functions/commons/domain/tar.js';
 const FAKE_AWS = `#!/usr/bin/env bash
 set -euo pipefail
 echo "aws $*" >>"$FAKE_AWS_ROOT/calls.log"
-if [[ "$1 $2" == "secretsmanager get-secret-value" ]]; then
-  cat "$FAKE_AWS_ROOT/secrets/$(printf '%s' "$4" | tr '/:' '__')"; echo
-  exit 0
-fi
 exit 99
 `;
 
 const FAKE_BUILDER = `#!/usr/bin/env bash
 set -euo pipefail
 echo "[stub-builder] context: $(cd "$IB_CONTEXT_DIR" && find . -type f | sort | tr '\\n' ' ')"
-echo "[stub-builder] password file: $(cat "$IB_DEST_PASSWORD_FILE") env: \${IB_DEST_PASSWORD:-none} arn: \${IB_DEST_PASSWORD_SECRET_ARN:-none}"
+echo "[stub-builder] password file: $(cat "$IB_DEST_PASSWORD_FILE") mode: $(stat -c %a "$IB_DEST_PASSWORD_FILE") env: \${IB_DEST_PASSWORD:-none} url: \${IB_CREDENTIALS_URL:-none} source: \${IB_SOURCE_PASSWORD_FILE:-none}"
 echo "[stub-builder] ca: $IB_DEST_CA_FILE"
 [[ "$IB_PUSH_REF" == *:fail ]] && { echo "IB_ERROR: build failed"; exit 20; }
 printf 'sha256:%064d' 7 >"$IB_DIGEST_FILE"
@@ -46,8 +52,6 @@ let server: Server;
 let base: string;
 /** What the stand-in S3 holds (GET) and received (PUT), by path. */
 const objects = new Map<string, Buffer>();
-const SECRET_ARN =
-  'arn:aws:secretsmanager:eu-west-1:123456789012:secret:imagebuilder/dev/acme/repositories/dst/x-AbCdEf';
 
 beforeAll(async () => {
   server = createServer((req, res) => {
@@ -72,7 +76,7 @@ afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
 beforeEach(() => {
   root = mkdtempSync(join(tmpdir(), 'ib-eks-job-'));
-  for (const dir of ['bin', 'secrets', 'tmp']) mkdirSync(join(root, dir), { recursive: true });
+  for (const dir of ['bin', 'tmp']) mkdirSync(join(root, dir), { recursive: true });
   const bin = (name: string, text: string) => {
     writeFileSync(join(root, 'bin', name), text);
     chmodSync(join(root, 'bin', name), 0o755);
@@ -88,7 +92,10 @@ beforeEach(() => {
     '/contexts/acme/u-1/context.tar?sig=1',
     Buffer.from(tarArchive({ Containerfile: 'FROM x\n', 'ib/agent.yaml': 'a: 1\n' })),
   );
-  writeFileSync(join(root, 'secrets', SECRET_ARN.replace(/[/:]/g, '_')), 's3cret-pw');
+  objects.set(
+    '/contexts/acme/u-1/credentials.json?sig=3',
+    Buffer.from(JSON.stringify({ DEST: 's3cret-pw' })),
+  );
 });
 afterEach(() => rmSync(root, { recursive: true, force: true }));
 
@@ -125,24 +132,25 @@ describe('eks-job.sh (the EKS runner pod entrypoint)', () => {
     IB_PUSH_REF: 'registry.example.com/edge/os:v1',
     IB_CONTEXT_URL: `${base}/contexts/acme/u-1/context.tar?sig=1`,
     IB_DEST_USERNAME: 'robot',
-    IB_DEST_PASSWORD_SECRET_ARN: SECRET_ARN,
+    IB_CREDENTIALS_URL: `${base}/contexts/acme/u-1/credentials.json?sig=3`,
     IB_DEST_CA_FILE: '.ib-registry/dest-ca.crt',
     IB_RESULT_URL: `${base}/contexts/acme/u-1/results/x86_64.json?sig=2`,
   });
 
-  it('build: secret resolved into a file, context fetched through its URL, digest PUT as the result', async () => {
+  it('build: passwords and context fetched through their URLs, the password into a 0600 file, digest PUT as the result', async () => {
     const { code, out } = await runJob(buildEnv());
     expect(code, out).toBe(0);
     expect(out).toContain('[stub-builder] context: ./Containerfile ./ib/agent.yaml ');
-    expect(out).toContain('[stub-builder] password file: s3cret-pw env: none arn: none');
+    expect(out).toContain(
+      '[stub-builder] password file: s3cret-pw mode: 600 env: none url: none source: none',
+    );
     expect(result('/contexts/acme/u-1/results/x86_64.json?sig=2')).toEqual({
       exported: [{ Name: 'IB_DIGEST', Value: `sha256:${'0'.repeat(63)}7` }],
     });
-    expect(readFileSync(join(root, 'calls.log'), 'utf8')).toContain(
-      `aws secretsmanager get-secret-value --secret-id ${SECRET_ARN}`,
-    );
-    // Its working directories (secret file and context included) are gone.
-    expect(readFileSync(join(root, 'calls.log'), 'utf8')).not.toContain('s3 cp');
+    // The pod's role was asked for nothing (no secret, no object).
+    expect(existsSync(join(root, 'calls.log'))).toBe(false);
+    // Its working directories (password file and context included) are gone.
+    expect(existsSync(join(root, 'work'))).toBe(false);
     const left = await new Promise<string>((r) => {
       const ls = spawn('ls', ['-A', join(root, 'tmp')]);
       let t = '';

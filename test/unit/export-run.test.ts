@@ -62,9 +62,10 @@ const settings = {
 const env = (plan: ReturnType<typeof planExport>) => Object.fromEntries(plan.env.map((v) => [v.Name, v]));
 
 describe('planExport', () => {
-  it('qcow2: the image by digest, the artifact key and name, bib argv, password as a secret reference', () => {
+  it('qcow2: the image by digest, the artifact key and name, bib argv, the password only through its URL', () => {
     const plan = planExport(ref, exp('qcow2'), build, registry, settings, {
       artifactUrl: 'https://b.s3/put?sig',
+      credentialsUrl: 'https://b.s3/contexts/acme/credentials.json?sig',
     });
     expect(plan).toMatchObject({
       arch: 'x86_64',
@@ -76,11 +77,12 @@ describe('planExport', () => {
     });
     const e = env(plan);
     expect(e.IB_JOB?.Value).toBe('export');
-    expect(e.IB_SOURCE_PASSWORD).toEqual({
-      Name: 'IB_SOURCE_PASSWORD',
-      Value: registry.secretRef,
-      Type: 'SECRETS_MANAGER',
+    expect(e.IB_CREDENTIALS_URL).toEqual({
+      Name: 'IB_CREDENTIALS_URL',
+      Value: 'https://b.s3/contexts/acme/credentials.json?sig',
+      Type: 'PLAINTEXT',
     });
+    expect(plan.env.filter((v) => v.Type !== 'PLAINTEXT' || v.Name.includes('PASSWORD'))).toEqual([]);
     const argv = JSON.parse(e.IB_BIB_ARGS?.Value ?? '[]') as string[];
     expect(argv.slice(0, 2)).toEqual(['podman', 'run']);
     expect(argv).toContain('--type');

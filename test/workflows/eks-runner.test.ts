@@ -73,7 +73,9 @@ describe('EKS runner through the real ASL, locally', () => {
     const log = (await admin.req('GET', '/api/v1/imagebuilds/eks-one/log')).text;
     expect(log).toContain('[fake-builder] pushed registry.example.com:5000/edge/os:v1');
     // The password reached the builder from its ARN (the Job carried only that), and is not logged.
-    expect(log).toContain('destination password received (17 characters)');
+    expect(log).toContain(
+      'destination password received (17 characters, file mode 600, in the environment: no)',
+    );
     expect(log).not.toContain('dest-password-123');
     // The Job's result object was presigned for it, and went with the context at the end.
     const uid = created.body.metadata.uid;

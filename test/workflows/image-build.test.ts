@@ -81,7 +81,9 @@ describe('image-build state machine, locally', () => {
     const log = await admin.req('GET', '/api/v1/imagebuilds/happy/log');
     expect(log.status).toBe(200);
     expect(log.text).toContain('[fake-builder] pushed registry.example.com:5000/edge/os:v1');
-    expect(log.text).toContain('destination password received (17 characters)');
+    expect(log.text).toContain(
+      'destination password received (17 characters, file mode 600, in the environment: no)',
+    );
     expect(log.text).not.toContain('dest-password-123');
     expect(log.headers.get('x-log-complete')).toBe('true');
     expect(await stack.deps.objects.list(`contexts/org-a/${created.body.metadata.uid}`)).toEqual([]);

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
+import { SecretOutsideOrgError } from '../domain/errors.js';
 import type { SecretStore } from '../ports.js';
 
 export class FileSecretStore implements SecretStore {
@@ -33,7 +34,8 @@ export class FileSecretStore implements SecretStore {
     return readFile(this.path(ref), 'utf8');
   }
 
-  getRepositoryPassword(ref: string): Promise<string> {
+  async getRepositoryPassword(orgId: string, ref: string): Promise<string> {
+    if (!ref.startsWith(`${encodeURIComponent(orgId)}/repositories/`)) throw new SecretOutsideOrgError();
     return this.readSecret(ref);
   }
 

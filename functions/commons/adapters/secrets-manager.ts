@@ -2,6 +2,7 @@
 // "<prefix>/<org>/repositories/<name>/<random>": a fresh name per write, so a lost create race or a
 // failed replace removes only its own secret. The role may touch only "<prefix>/*".
 import { randomBytes } from 'node:crypto';
+import { SecretOutsideOrgError } from '../domain/errors.js';
 import { secretNameSegment } from '../domain/names.js';
 import type { SecretStore } from '../ports.js';
 import { type AwsJsonClient, isAwsError } from './aws-json.js';
@@ -37,7 +38,13 @@ export class SecretsManagerSecretStore implements SecretStore {
     }
   }
 
-  async getRepositoryPassword(ref: string): Promise<string> {
+  async getRepositoryPassword(orgId: string, ref: string): Promise<string> {
+    // A name, or an ARN whose resource part is the name plus Secrets Manager's 6-character suffix.
+    const own = `${this.prefix}/${secretNameSegment(orgId)}/repositories/`;
+    const at = ref.startsWith('arn:') ? ref.indexOf(':secret:') : -1;
+    if (ref.startsWith('arn:') && at < 0) throw new SecretOutsideOrgError();
+    const name = at >= 0 ? ref.slice(at + ':secret:'.length) : ref;
+    if (!name.startsWith(own)) throw new SecretOutsideOrgError();
     const out = await this.client.call<{ SecretString?: string }>('GetSecretValue', { SecretId: ref });
     return out.SecretString ?? '';
   }

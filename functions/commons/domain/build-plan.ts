@@ -76,7 +76,16 @@ export interface RunTransfers {
   contextUrl: string;
   /** EKS runner: PUT of each part's result object, by result key. */
   resultUrls?: Record<string, string>;
+  /** GET of the run's registry passwords (functions/workflows/run-credentials.ts), when it has any. */
+  credentialsUrl?: string;
 }
+
+/** The run's registry passwords, `{"SOURCE"?: …, "DEST"?: …}`, under its context prefix. */
+export const CREDENTIALS_OBJECT = 'credentials.json';
+
+/** The run's variable that carries its credentials URL (the buildspec reads it). */
+export const credentialsEnv = (url: string | undefined): EnvVar[] =>
+  url ? [plain('IB_CREDENTIALS_URL', url)] : [];
 
 /** How long a run's presigned URLs live: a queued job plus its timeout (SigV4 allows 7 days at most). */
 export const transferSeconds = (buildTimeoutSeconds: number): number =>
@@ -137,28 +146,20 @@ export function runOfLogStream(stream: string): WorkflowRef | undefined {
 /** Kubernetes' name for an architecture (the `kubernetes.io/arch` node label). */
 export const k8sArch = (arch: string): string => (arch === 'aarch64' ? 'arm64' : 'amd64');
 
-/** Suffix of a job variable that carries a secret's ARN instead of the secret. */
-export const SECRET_ARN_SUFFIX = '_SECRET_ARN';
-
 /**
- * The job's environment: plain values as they are; a SECRETS_MANAGER reference becomes
- * `<NAME>_SECRET_ARN=<arn>`, which the pod resolves with its own role: no secret is in the Job spec.
+ * The job's environment. No secret and no secret reference goes into a Job spec: a run's registry
+ * passwords come through its presigned IB_CREDENTIALS_URL (functions/workflows/run-credentials.ts).
  */
 export function jobEnv(env: EnvVar[]): JobEnvVar[] {
-  return env.map((v) =>
-    v.Type === 'SECRETS_MANAGER'
-      ? { name: `${v.Name}${SECRET_ARN_SUFFIX}`, value: v.Value }
-      : { name: v.Name, value: v.Value },
-  );
+  return env.map((v) => {
+    if (v.Type !== 'PLAINTEXT') throw new Error(`${v.Name}: a Job spec carries no secret reference`);
+    return { name: v.Name, value: v.Value };
+  });
 }
 
-/** jobEnv's inverse (the local stand-in of a Job resolves the references as CodeBuild would). */
+/** jobEnv's inverse (the local stand-in of a Job hands it to the CodeBuild stand-in). */
 export function envOfJob(env: JobEnvVar[]): EnvVar[] {
-  return env.map((v) =>
-    v.name.endsWith(SECRET_ARN_SUFFIX)
-      ? { Name: v.name.slice(0, -SECRET_ARN_SUFFIX.length), Value: v.value, Type: 'SECRETS_MANAGER' }
-      : plain(v.name, v.value),
-  );
+  return env.map((v) => plain(v.name, v.value));
 }
 
 /** A Kubernetes Job name: `<prefix>-<uid>-<generation>-<part>`, lowercase, at most 63 characters. */
@@ -196,9 +197,6 @@ export function registryEnv(side: 'SOURCE' | 'DEST', repo: StoredResource<Reposi
     plain(`IB_${side}_REGISTRY`, spec.registry),
     plain(`IB_${side}_TLS_VERIFY`, insecure ? 'false' : 'true'),
     ...(spec.ociAuth ? [plain(`IB_${side}_USERNAME`, spec.ociAuth.username)] : []),
-    ...(repo.secretRef
-      ? [{ Name: `IB_${side}_PASSWORD`, Value: repo.secretRef, Type: 'SECRETS_MANAGER' as const }]
-      : []),
     ...(spec['ca.crt'] ? [plain(`IB_${side}_CA_FILE`, caPath(side))] : []),
   ];
 }
@@ -220,6 +218,7 @@ export function planBuild(
   const prefix = contextPrefix(ref);
   const common = [
     plain('IB_CONTEXT_URL', transfers.contextUrl),
+    ...credentialsEnv(transfers.credentialsUrl),
     plain('IB_HEARTBEAT_SECONDS', String(settings.heartbeatSeconds)),
     ...registryEnv('SOURCE', source),
     ...registryEnv('DEST', destination),
@@ -272,7 +271,7 @@ export function exportedDigest(exported: { Name: string; Value: string }[] | und
 export function planManifestList(plan: BuildPlan, digests: Record<string, string>): EnvVar[] {
   const repo = plan.destination.slice(0, plan.destination.lastIndexOf(':'));
   const first = plan.builds[0];
-  const common = (first?.env ?? []).filter((v) => /^IB_(DEST_|HEARTBEAT)/.test(v.Name));
+  const common = (first?.env ?? []).filter((v) => /^IB_(DEST_|HEARTBEAT|CREDENTIALS_URL)/.test(v.Name));
   return [
     ...common,
     plain('IB_MODE', 'manifest'),

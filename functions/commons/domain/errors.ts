@@ -70,3 +70,14 @@ export class QuotaExceededError extends ApiError {
     super(message);
   }
 }
+
+/**
+ * A repository's secret reference that names another org's secret (the table is not trusted to keep
+ * tenants apart): the run fails, nothing is read. Not an API error: no request carries a reference.
+ */
+export class SecretOutsideOrgError extends Error {
+  override name = 'SecretOutsideOrg';
+  constructor() {
+    super("the repository's secret reference is outside its org: refused");
+  }
+}

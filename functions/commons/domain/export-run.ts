@@ -2,6 +2,7 @@
 // shape, also used by the local runner), where the disk image goes and what it is called.
 import type { StoredResource, WorkflowRef } from '../ports.js';
 import {
+  credentialsEnv,
   type EnvVar,
   type JobPlan,
   jobFor,
@@ -44,6 +45,8 @@ export const artifactPrefix = (ref: WorkflowRef) => `artifacts/${ref.orgId}/${re
 export interface ExportTransfers {
   artifactUrl: string;
   resultUrl?: string;
+  /** GET of the run's registry password, when its repository has one. */
+  credentialsUrl?: string;
 }
 
 const exportArch = (exp: StoredResource<ImageExport>, build: StoredResource<ImageBuild>) =>
@@ -109,6 +112,7 @@ export function planExport(
     plain('IB_ARCH', arch),
     plain('IB_FORMAT', format),
     plain('IB_ARTIFACT_URL', transfers.artifactUrl),
+    ...credentialsEnv(transfers.credentialsUrl),
     plain('IB_ARTIFACT_CONTENT_TYPE', artifact.contentType),
     plain('IB_BIB_ARGS', JSON.stringify(bibArgs)),
     plain('IB_BIB_CONFIG', bibConfigToml(build.doc.spec)),
