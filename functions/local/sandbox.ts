@@ -116,6 +116,7 @@ export class Sandbox {
   private stopped = false;
   private bound = false;
   private mounted = false;
+  private removal?: Promise<void>;
   private readonly idBase = pickIdBase();
   private output: (chunk: Buffer) => void;
   private readonly early: Buffer[] = [];
@@ -167,6 +168,15 @@ export class Sandbox {
     ];
   }
 
+  private async unmountDisk(): Promise<void> {
+    if (!this.mounted) return;
+    this.mounted = false;
+    // Whatever still holds it (an overlay podman left behind) lets go when it goes: lazy unmount.
+    await exec('umount', ['-R', this.opts.workDir])
+      .catch(() => exec('umount', ['-l', this.opts.workDir]))
+      .catch(() => undefined);
+  }
+
   /** Makes and mounts the sandbox's disk (sparse: it takes host space only as the run writes). */
   private async mountDisk(): Promise<void> {
     const { workDir, diskBytes } = this.opts;
@@ -208,6 +218,13 @@ export class Sandbox {
     if (this.child) return;
     const { workDir } = this.opts;
     await this.mountDisk();
+    if (this.stopped) {
+      // Removed while its disk was being made: what `remove` could not see yet goes here.
+      await this.unmountDisk();
+      await rm(this.diskFile, { force: true });
+      await rm(workDir, { recursive: true, force: true });
+      throw new Error('the sandbox was stopped before it started');
+    }
     await mkdir(join(workDir, 'podman'), { mode: 0o700 });
     await chmod(workDir, 0o711); // the sandbox's ids may enter it to reach their own directories
     await mkdir(this.netDir, { mode: 0o711 });
@@ -360,8 +377,13 @@ export class Sandbox {
     await this.remove();
   }
 
-  /** Removes the container (killing whatever is left in it), the relays and the run's directory. */
-  async remove(): Promise<void> {
+  /** Removes the container (killing whatever is left in it), the relays and the run's directory; once. */
+  remove(): Promise<void> {
+    this.removal ??= this.removeOnce();
+    return this.removal;
+  }
+
+  private async removeOnce(): Promise<void> {
     this.stopped = true;
     const ended = () => !this.child || this.child.exitCode !== null || this.child.signalCode !== null;
     // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
@@ -374,11 +396,7 @@ export class Sandbox {
     }
     for (const server of this.servers) server.close();
     this.servers.length = 0;
-    if (this.mounted) {
-      // Whatever still holds it (an overlay podman left behind) lets go when it goes: lazy unmount.
-      await exec('umount', ['-R', this.opts.workDir]).catch(() => exec('umount', ['-l', this.opts.workDir]));
-      this.mounted = false;
-    }
+    await this.unmountDisk();
     await rm(this.diskFile, { force: true }).catch(() => undefined);
     await rm(this.opts.workDir, { recursive: true, force: true }).catch(() => undefined);
   }

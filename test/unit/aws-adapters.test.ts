@@ -147,6 +147,35 @@ describe('SecretsManagerSecretStore', () => {
     expect(names[0]?.split('/')[2]).toBe('acme=3Aeu=2Fwest');
   });
 
+  it('reads a repository password only through a reference inside the org (name or ARN); another org’s is refused unread', async () => {
+    const store = new SecretsManagerSecretStore(client('secretsmanager'), 'imagebuilder/dev', 'token-arn');
+    const arn = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`;
+    answers = [
+      { status: 200, body: { SecretString: 'pw-1' } },
+      { status: 200, body: { SecretString: 'pw-2' } },
+    ];
+    expect(await store.getRepositoryPassword('org-1', arn('imagebuilder/dev/org-1/repositories/q/ab'))).toBe(
+      'pw-1',
+    );
+    expect(await store.getRepositoryPassword('org-1', 'imagebuilder/dev/org-1/repositories/q/ab')).toBe(
+      'pw-2',
+    );
+    for (const ref of [
+      arn('imagebuilder/dev/org-2/repositories/q/ab'),
+      arn('imagebuilder/dev/org-10/repositories/q/ab'),
+      'imagebuilder/dev/org-1x/repositories/q/ab',
+      arn('imagebuilder/prod/org-1/repositories/q/ab'),
+      'arn:aws:secretsmanager:eu-west-1:123456789012:imagebuilder/dev/org-1/repositories/q/ab',
+      arn('imagebuilder/dev/org-1/other/q/ab'),
+    ]) {
+      await expect(store.getRepositoryPassword('org-1', ref), ref).rejects.toThrow(/outside its org/);
+    }
+    expect(seen.map((x) => x.target)).toEqual([
+      'secretsmanager.GetSecretValue',
+      'secretsmanager.GetSecretValue',
+    ]);
+  });
+
   it('deletes without recovery, tolerates a missing secret, caches the token key', async () => {
     const store = new SecretsManagerSecretStore(client('secretsmanager'), 'p', 'token-arn');
     answers = [{ status: 400, body: { __type: 'ResourceNotFoundException', Message: 'no' } }];
