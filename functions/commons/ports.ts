@@ -161,6 +161,11 @@ export interface Settings {
   registryLayerCache?: boolean;
   /** bootc-image-builder by digest (BIB_IMAGE; default BIB_IMAGE of domain/export-plan.ts). */
   bibImage?: string;
+  /**
+   * The trusted steps may reach registries on loopback, private and link-local addresses: the local
+   * stack only (its registries are on 127.0.0.1); in the cloud they never do (domain/egress.ts).
+   */
+  internalRegistries?: boolean;
   /** Deployment-wide quota limits (defaults: 10 active builds, 100 builds per 14 days). */
   quota?: Partial<QuotaLimits>;
   /** Per-org overrides of the quota limits. */

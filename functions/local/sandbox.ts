@@ -168,6 +168,14 @@ export class Sandbox {
     ];
   }
 
+  /** Removed while it was being made: what `remove` could not see yet goes here, and prepare stops. */
+  private async abandon(): Promise<never> {
+    await this.unmountDisk();
+    await rm(this.diskFile, { force: true });
+    await rm(this.opts.workDir, { recursive: true, force: true });
+    throw new Error('the sandbox was stopped before it started');
+  }
+
   private async unmountDisk(): Promise<void> {
     if (!this.mounted) return;
     this.mounted = false;
@@ -218,13 +226,7 @@ export class Sandbox {
     if (this.child) return;
     const { workDir } = this.opts;
     await this.mountDisk();
-    if (this.stopped) {
-      // Removed while its disk was being made: what `remove` could not see yet goes here.
-      await this.unmountDisk();
-      await rm(this.diskFile, { force: true });
-      await rm(workDir, { recursive: true, force: true });
-      throw new Error('the sandbox was stopped before it started');
-    }
+    if (this.stopped) await this.abandon();
     await mkdir(join(workDir, 'podman'), { mode: 0o700 });
     await chmod(workDir, 0o711); // the sandbox's ids may enter it to reach their own directories
     await mkdir(this.netDir, { mode: 0o711 });
@@ -285,6 +287,8 @@ export class Sandbox {
       '/run/ib-net',
       ...this.opts.command,
     ];
+    // Checked in the same turn as the spawn: a `remove` cannot come between them.
+    if (this.stopped) await this.abandon();
     const child = spawn('podman', this.podman(args), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
@@ -387,7 +391,9 @@ export class Sandbox {
     this.stopped = true;
     const ended = () => !this.child || this.child.exitCode !== null || this.child.signalCode !== null;
     // A stop that raced the container's creation finds nothing to remove: try again until podman ends.
-    for (let i = 0; i < 60; i++) {
+    // Without a podman process there is no container, and podman must not be run: it would make its
+    // storage (and mounts) in the sandbox's directory, on the host's disk.
+    for (let i = 0; i < 60 && this.child; i++) {
       await exec('podman', this.podman(['rm', '--force', '--time', '0', this.container])).catch(
         () => undefined,
       );

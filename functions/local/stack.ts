@@ -133,6 +133,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const settings: Settings = {
     // Each run's sandbox starts with empty storage, as in the cloud: the layer cache is the registry's.
     ...settingsFromEnv({ contextBucket: bucket, registryLayerCache: true }),
+    internalRegistries: true,
     ...opts.settings,
     contextBucket: bucket,
   };

@@ -4,8 +4,12 @@
 // registry; nothing holds it in memory.
 import type { Readable } from 'node:stream';
 import { type Descriptor, OciRegistry } from '../commons/adapters/oci-registry.js';
+import { bucketUrls } from '../commons/domain/egress.js';
 import { artifactFor } from '../commons/domain/export-plan.js';
 import type { ReferrerPusher } from './image-export.js';
+
+/** The referrer push's time, under the export step's 15-minute Lambda timeout (infra/constructs/export-workflow.ts). */
+const REFERRER_PUSH_SECONDS = 14 * 60;
 
 export const pushDiskReferrer: ReferrerPusher = async ({ deps, registry, build, plan, sha256, size }) => {
   const spec = registry.doc.spec;
@@ -19,6 +23,13 @@ export const pushDiskReferrer: ReferrerPusher = async ({ deps, registry, build, 
     ...(password ? { password } : {}),
     ...(spec['ca.crt'] ? { caPem: Buffer.from(spec['ca.crt'], 'base64').toString('utf8') } : {}),
     ...(spec.skipServerVerification ? { skipServerVerification: true } : {}),
+    // The tenant's registry, its token realm and redirects only: nothing internal in the cloud, never
+    // the service's bucket, and done within the step's time (README, "Authority of a run").
+    egress: {
+      allowInternal: deps.settings.internalRegistries === true,
+      forbiddenUrl: bucketUrls(deps.objects.bucket),
+      deadline: Date.now() + REFERRER_PUSH_SECONDS * 1000,
+    },
   });
   try {
     const repository = build.doc.spec.destination.imageName;

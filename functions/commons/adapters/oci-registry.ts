@@ -16,6 +16,7 @@
 //
 // Secrets: the password and tokens never reach an error message.
 import { createHash } from 'node:crypto';
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -23,6 +24,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { type EgressPolicy, egressRefusal, internalAddress } from '../domain/egress.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -72,6 +74,12 @@ export interface OciRegistrySettings {
   /** Inactivity timeout of each request (default 60 s). */
   timeoutMs?: number;
   userAgent?: string;
+  /**
+   * Where requests may go (domain/egress.ts): checked for every request — the registry, its token
+   * realm, redirects — by URL and, for host names, by each address DNS gives at connect time.
+   * Default: anything (tests of the adapter itself).
+   */
+  egress?: EgressPolicy;
 }
 
 /** Content of a blob: a file, bytes, or any source that can be opened more than once. */
@@ -161,6 +169,26 @@ export function parseChallenge(value: string | undefined): Challenge | undefined
 /** Tag of the referrers fallback index of `digest` (`sha256:abc…` → `sha256-abc…`). */
 export const referrersTag = (digest: string) => digest.replace(':', '-');
 
+/** dns.lookup that gives only external addresses (EgressPolicy.allowInternal false). */
+export function externalLookup(
+  hostname: string,
+  options: LookupOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+): void {
+  dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, '');
+    const external = (addresses as LookupAddress[]).filter((a) => !internalAddress(a.address));
+    if (!external.length) {
+      const e: NodeJS.ErrnoException = new Error(`${hostname} resolves to internal addresses only: refused`);
+      e.code = 'EREFUSED';
+      return callback(e, '');
+    }
+    if (options.all) return callback(null, external);
+    const first = external[0] as LookupAddress;
+    return callback(null, first.address, first.family);
+  });
+}
+
 export class OciRegistry {
   private readonly base: URL;
   private readonly agent: HttpAgent | HttpsAgent;
@@ -193,13 +221,27 @@ export class OciRegistry {
   private send(method: string, url: URL, options: RequestOptions, body?: Buffer | Readable) {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const sameOrigin = url.origin === this.base.origin;
-    const timeout = this.settings.timeoutMs ?? 60_000;
+    const egress = this.settings.egress;
+    const refused = egress ? egressRefusal(url, egress) : undefined;
+    if (refused) return Promise.reject(new OciRegistryError(`${method} ${url.origin}: refused: ${refused}`));
+    const left = egress?.deadline !== undefined ? egress.deadline - Date.now() : Number.POSITIVE_INFINITY;
+    const timeout = Math.max(1, Math.min(this.settings.timeoutMs ?? 60_000, left));
     return new Promise<HttpResponse>((resolve, reject) => {
+      const deadline = Number.isFinite(left)
+        ? setTimeout(() => req.destroy(new OciRegistryError(`${method} ${url.pathname}: out of time`)), left)
+        : undefined;
+      const done =
+        <T>(f: (v: T) => void) =>
+        (v: T) => {
+          clearTimeout(deadline);
+          f(v);
+        };
       const req = send(
         url,
         {
           method,
           timeout,
+          ...(egress && !egress.allowInternal ? { lookup: externalLookup } : {}),
           // another origin (a token realm, a redirect to object storage) gets its own connection and TLS
           // settings of this registry, but never the registry's Authorization header
           ...(sameOrigin ? { agent: this.agent } : {}),
@@ -226,14 +268,17 @@ export class OciRegistry {
             }
             chunks.push(c);
           });
-          res.on('end', () =>
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+          res.on(
+            'end',
+            done(() =>
+              resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+            ),
           );
-          res.on('error', reject);
+          res.on('error', done(reject));
         },
       );
       req.on('timeout', () => req.destroy(new OciRegistryError(`${method} ${url.pathname}: timed out`)));
-      req.on('error', reject);
+      req.on('error', done(reject));
       if (body === undefined || Buffer.isBuffer(body)) {
         req.end(body);
       } else {
@@ -320,7 +365,13 @@ export class OciRegistry {
       if (options.follow && [301, 302, 303, 307, 308].includes(res.status) && redirects < 5) {
         const location = header(res.headers, 'location');
         if (!location) return res;
-        url = new URL(location, url);
+        const next = new URL(location, url);
+        if (url.protocol === 'https:' && next.protocol !== 'https:') {
+          throw new OciRegistryError(
+            `${method} ${url.origin}${url.pathname}: redirect to ${next.protocol} refused`,
+          );
+        }
+        url = next;
         redirects++;
         continue;
       }
@@ -391,6 +442,13 @@ export class OciRegistry {
     if (started.status !== 202 || !location)
       throw this.failure('POST', start, started, `starting the upload of ${digest}`);
     const url = new URL(location, this.base);
+    // The upload goes to the registry itself: a Location elsewhere would make this step write the
+    // export's bytes wherever a tenant's registry says (another org's object, an internal service).
+    if (url.origin !== this.base.origin) {
+      throw new OciRegistryError(
+        `starting the upload of ${digest}: the registry's upload location ${url.origin} is not the registry ${this.base.origin}: refused`,
+      );
+    }
     url.searchParams.set('digest', digest);
     const put = await this.request('PUT', url, {
       scope,
