@@ -1,5 +1,8 @@
 // Wires the ports to their AWS adapters from the Lambda environment, once per cold start. The local
 // stack and tests call setDeps() with their own adapters first; the handlers stay the same.
+
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
+import { AWS_CLIENT_OPTIONS } from './adapters/aws-clients.js';
 import { AwsJsonClient } from './adapters/aws-json.js';
 import { CloudWatchBuildLogs } from './adapters/cloudwatch-logs.js';
 import { DynamoDbQuotaLedger, DynamoDbResourceStore } from './adapters/dynamodb-store.js';
@@ -81,7 +84,7 @@ function awsDeps(): Deps {
     ),
     objects: new S3ObjectStore({ bucket: settings.contextBucket }),
     logs: new CloudWatchBuildLogs(
-      new AwsJsonClient({ service: 'logs' }),
+      new CloudWatchLogsClient(AWS_CLIENT_OPTIONS),
       process.env.BUILDER_LOG_GROUP ?? '',
     ),
     store: new DynamoDbResourceStore(dynamodb, required('TABLE_NAME')),

@@ -9,7 +9,8 @@ import {
 import type { EnrollmentCertificates } from '../commons/domain/enrollment/index.js';
 import type { Deps } from '../commons/ports.js';
 
-class SecretBackedEnrollment implements EnrollmentCertificates {
+/** The settings are read once; a failed read is not kept, so the next early-binding build reads again. */
+export class SecretBackedEnrollment implements EnrollmentCertificates {
   private delegate?: Promise<EnrollmentCertificates>;
 
   constructor(
@@ -25,7 +26,11 @@ class SecretBackedEnrollment implements EnrollmentCertificates {
           new FlightctlEnrollmentCertificates(
             JSON.parse(out.SecretString ?? '{}') as FlightctlEnrollmentSettings,
           ),
-      );
+      )
+      .catch((err: unknown) => {
+        this.delegate = undefined;
+        throw err;
+      });
     return (await this.delegate).issue(buildUid);
   }
 }
