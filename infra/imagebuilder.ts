@@ -394,7 +394,6 @@ export class ImageBuilder extends Construct {
     this.builders = new Builders(this, 'Builders', {
       image: this.builderImage,
       architectures,
-      secrets: this.secrets,
       computeType: props.builderComputeType ?? DEFAULT_BUILDER_COMPUTE_TYPE,
       timeoutMinutes: buildTimeoutMinutes,
       logRetention,
@@ -409,7 +408,6 @@ export class ImageBuilder extends Construct {
         stage: props.stage,
         settings: props.eks,
         image: this.builderImage,
-        secrets: this.secrets,
       });
       this.vmImport.grantImport(this.eksRunner.podRole);
     }

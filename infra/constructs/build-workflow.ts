@@ -204,7 +204,6 @@ export interface BuildersProps {
   readonly image: BuilderImage;
   /** Architectures with a project; aarch64 needs a region with CodeBuild's ARM_CONTAINER. */
   readonly architectures: BuilderArch[];
-  readonly secrets: ServiceSecrets;
   readonly computeType: BuilderComputeType;
   readonly timeoutMinutes: number;
   readonly logRetention: logs.RetentionDays;

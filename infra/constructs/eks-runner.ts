@@ -11,7 +11,6 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import { grantRepositoryPasswordsRead } from './build-workflow.js';
 import type { BuilderImage } from './builder-image.js';
-import type { ServiceSecrets } from './secrets.js';
 
 /** The cluster side of the EKS runner (context keys `eks…`, README "Deploy to AWS"). */
 export interface EksRunnerSettings {
@@ -42,7 +41,6 @@ export interface EksRunnerProps {
   readonly settings: EksRunnerSettings;
   /** The stack's builder image (the pods' image unless settings.builderImage overrides it). */
   readonly image: BuilderImage;
-  readonly secrets: ServiceSecrets;
 }
 
 export class EksRunner extends Construct {
