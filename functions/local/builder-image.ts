@@ -3,6 +3,12 @@
 // (no public registry is reachable from this workspace). The image is tagged by the hash of everything
 // it is built from, so a change to a script or the buildspec makes a new image and an unchanged tree
 // reuses the one built before; runs use it by image id.
+//
+// Sandboxes do not read it from the host's containers-storage: podman reading an additional image store
+// takes its locks in the opposite order of a writer of that store (a `buildah pull` on the host), and
+// the two deadlock. Each builder image is copied once into a store of its own (BUILDER_STORES/<id>),
+// written only before it is marked complete and never again, which sandboxes read as their additional
+// image store.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -19,6 +25,16 @@ export const BUILDER_REPOSITORY = 'localhost/imagebuilder-builder';
 const mirror = () => process.env.IB_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
 
 export class BuilderImageError extends Error {}
+
+/** Where each builder image's read-only store lives (one directory per image id). */
+const BUILDER_STORES = '/var/lib/imagebuilder/builder-stores';
+
+/** The builder image as the sandboxes use it: its id, and the read-only store that holds it. */
+export interface LocalBuilderImage {
+  id: string;
+  /** containers-storage graph root (overlay) holding only this image; never written once complete. */
+  store: string;
+}
 
 async function sh(file: string, args: string[]): Promise<string> {
   try {
@@ -98,54 +114,84 @@ async function withLock<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-let built: Promise<string> | undefined;
+/** The image's own read-only store, copied from the host's storage once (under the build lock). */
+async function ensureStore(id: string, tag: string, log: (line: string) => void): Promise<string> {
+  const dir = join(BUILDER_STORES, id.slice(0, 16));
+  const graph = join(dir, 'graph');
+  const complete = join(dir, 'complete');
+  const done = async () => (await readFile(complete, 'utf8').catch(() => '')) === id;
+  if (await done()) return graph;
+  return withLock(async () => {
+    if (await done()) return graph;
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    log(`[builder-image] copying ${tag} into its read-only store for the sandboxes (once per image)`);
+    await sh('skopeo', [
+      'copy',
+      '--quiet',
+      `containers-storage:${id}`,
+      `containers-storage:[overlay@${graph}+${join(dir, 'run')}]${tag}`,
+    ]);
+    await writeFile(complete, id);
+    return graph;
+  });
+}
+
+let built: Promise<LocalBuilderImage> | undefined;
 
 /**
- * The builder image's id, building it first when this tree's tag is missing. Once per process; a
- * failure is not cached (the next run tries again).
+ * The builder image (its id and read-only store), building it first when this tree's tag is missing.
+ * Once per process; a failure is not cached (the next run tries again).
  */
-export function ensureBuilderImage(log: (line: string) => void = () => undefined): Promise<string> {
+export function ensureBuilderImage(
+  log: (line: string) => void = () => undefined,
+): Promise<LocalBuilderImage> {
   built ??= (async () => {
     const tag = await builderImageTag();
-    const existing = await imageId(tag);
-    if (existing) return existing;
-    return withLock(async () => {
-      const again = await imageId(tag);
-      if (again) return again;
-      await ensureBase(log);
-      const context = await mkdtemp(join(tmpdir(), 'ib-builder-context-'));
-      try {
-        for (const name of BUILDER_CONTEXT_FILES) {
-          await writeFile(join(context, name), await readFile(join(BUILDER_DIR, name)));
-        }
-        await writeFile(join(context, 'buildspec.json'), buildspecJson());
-        log(`[builder-image] building ${tag} from functions/builder/Containerfile`);
-        await sh('buildah', [
-          'bud',
-          '--isolation',
-          'chroot',
-          '--layers',
-          '--pull=never',
-          '--from',
-          BASE_IMAGE,
-          '--build-arg',
-          `APT_MIRROR=${mirror()}`,
-          '-t',
-          tag,
-          '-f',
-          join(context, 'Containerfile'),
-          context,
-        ]);
-      } finally {
-        await rm(context, { recursive: true, force: true });
-      }
-      const id = await imageId(tag);
-      if (!id) throw new BuilderImageError(`buildah built ${tag} but podman cannot find it`);
-      return id;
-    });
+    const id = await buildImage(tag, log);
+    return { id, store: await ensureStore(id, tag, log) };
   })();
   built.catch(() => {
     built = undefined;
   });
   return built;
+}
+
+async function buildImage(tag: string, log: (line: string) => void): Promise<string> {
+  const existing = await imageId(tag);
+  if (existing) return existing;
+  return withLock(async () => {
+    const again = await imageId(tag);
+    if (again) return again;
+    await ensureBase(log);
+    const context = await mkdtemp(join(tmpdir(), 'ib-builder-context-'));
+    try {
+      for (const name of BUILDER_CONTEXT_FILES) {
+        await writeFile(join(context, name), await readFile(join(BUILDER_DIR, name)));
+      }
+      await writeFile(join(context, 'buildspec.json'), buildspecJson());
+      log(`[builder-image] building ${tag} from functions/builder/Containerfile`);
+      await sh('buildah', [
+        'bud',
+        '--isolation',
+        'chroot',
+        '--layers',
+        '--pull=never',
+        '--from',
+        BASE_IMAGE,
+        '--build-arg',
+        `APT_MIRROR=${mirror()}`,
+        '-t',
+        tag,
+        '-f',
+        join(context, 'Containerfile'),
+        context,
+      ]);
+    } finally {
+      await rm(context, { recursive: true, force: true });
+    }
+    const id = await imageId(tag);
+    if (!id) throw new BuilderImageError(`buildah built ${tag} but podman cannot find it`);
+    return id;
+  });
 }

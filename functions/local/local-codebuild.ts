@@ -19,6 +19,7 @@ import {
   SANDBOX_RESULT_DIR,
   SANDBOX_SRC_DIR,
   type Sandbox,
+  type SandboxImage,
   SandboxPool,
   type SandboxRun,
   sandboxUnavailable,
@@ -173,7 +174,7 @@ export class LocalCodeBuild {
   }
 
   private async runSandbox(
-    image: string,
+    image: SandboxImage,
     env: Record<string, string>,
     log: NodeJS.WritableStream,
   ): Promise<CodeBuildResult> {

@@ -20,7 +20,7 @@ import {
   type StartBuildInput,
 } from './local-codebuild.js';
 import { LocalEksJob, type RunJobInput } from './local-eks-job.js';
-import type { SandboxPool } from './sandbox.js';
+import type { SandboxImage, SandboxPool } from './sandbox.js';
 
 // aws-local-stepfunctions 3 uses Promise.withResolvers (Node 22); Node 20 needs it supplied.
 if (!('withResolvers' in Promise)) {
@@ -115,7 +115,7 @@ export class LocalStepFunctions implements Workflows {
   }
 
   /** Starts the pool's sandboxes of the builder image, once it is there. */
-  warm(image: string): void {
+  warm(image: SandboxImage): void {
     this.sandboxes.fill(image);
   }
 

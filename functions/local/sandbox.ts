@@ -36,9 +36,15 @@ export interface Endpoint {
   port: number;
 }
 
+/** The image a sandbox runs: its id, in a read-only containers-storage of its own (builder-image.ts). */
+export interface SandboxImage {
+  id: string;
+  store: string;
+}
+
 /** What a sandbox is made of before any run is bound to it (a pool makes these ahead of time). */
 export interface SandboxOptions {
-  image: string;
+  image: SandboxImage;
   /**
    * The sandbox's host directory (created here, removed by `remove`): the mount point of its own disk,
    * `<workDir>.disk`, a sparse ext4 image of `diskBytes` that holds everything the run can write.
@@ -102,9 +108,6 @@ const listenOn = (server: Server, socket: string) =>
     server.listen(socket, () => res());
   });
 
-/** The host's containers-storage (root's default), where the builder image is: read-only to sandboxes. */
-const HOST_GRAPH_ROOT = '/var/lib/containers/storage';
-
 /** The host uid range a sandbox's user namespace maps to: 65 536 ids, above every system range. */
 const ID_RANGE = 65_536;
 const pickIdBase = () => (16 + randomInt(0, 16_000)) * ID_RANGE;
@@ -130,7 +133,7 @@ export class Sandbox {
     this.output = (chunk) => this.early.push(chunk);
   }
 
-  get image() {
+  get image(): SandboxImage {
     return this.opts.image;
   }
   get srcDir() {
@@ -148,8 +151,8 @@ export class Sandbox {
   /**
    * podman with this sandbox's own storage on its own disk: the container's writable layer (all a
    * process that got out of the nested build's chroot could write to) is there, next to the run's
-   * directories, so one run filling "the disk" fills only its own. The builder image is read from the
-   * host's store, read-only.
+   * directories, so one run filling "the disk" fills only its own. The builder image is read from its
+   * own read-only store.
    */
   private podman(args: string[]): string[] {
     const own = join(this.opts.workDir, 'podman');
@@ -163,7 +166,7 @@ export class Sandbox {
       '--storage-driver',
       'overlay',
       '--storage-opt',
-      `additionalimagestore=${HOST_GRAPH_ROOT}`,
+      `additionalimagestore=${this.opts.image.store}`,
       ...args,
     ];
   }
@@ -281,7 +284,7 @@ export class Sandbox {
       ...Object.entries(this.opts.overlays ?? {}).flatMap(([inside, host]) => ['-v', `${host}:${inside}:ro`]),
       '--workdir',
       SANDBOX_SRC_DIR,
-      this.opts.image,
+      this.opts.image.id,
       'bash',
       '/run/ib-init.sh',
       '/run/ib-net',
@@ -424,7 +427,7 @@ export class SandboxPool {
     private readonly opts: { size: number; workRoot: string; command: string[]; diskBytes: number },
   ) {}
 
-  private make(image: string, overlays?: Record<string, string>): Sandbox {
+  private make(image: SandboxImage, overlays?: Record<string, string>): Sandbox {
     return new Sandbox({
       image,
       diskBytes: this.opts.diskBytes,
@@ -435,7 +438,7 @@ export class SandboxPool {
   }
 
   /** Starts sandboxes of `image` until `size` are waiting. */
-  fill(image: string): void {
+  fill(image: SandboxImage): void {
     for (let i = this.idle.length; i < this.opts.size && !this.closed; i++) {
       const sandbox = this.make(image);
       this.idle.push(sandbox);
@@ -444,11 +447,11 @@ export class SandboxPool {
   }
 
   /** A sandbox for one run: a waiting one when it fits, else a new one. */
-  take(image: string, overlays?: Record<string, string>): Sandbox {
+  take(image: SandboxImage, overlays?: Record<string, string>): Sandbox {
     if (overlays && Object.keys(overlays).length) return this.make(image, overlays);
     let sandbox: Sandbox | undefined;
     for (let s = this.idle.shift(); s; s = this.idle.shift()) {
-      if (s.image === image && s.idle) {
+      if (s.image.id === image.id && s.image.store === image.store && s.idle) {
         sandbox = s;
         break;
       }
