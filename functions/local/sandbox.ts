@@ -120,6 +120,7 @@ export class Sandbox {
   private bound = false;
   private mounted = false;
   private removal?: Promise<void>;
+  private preparing?: Promise<void>;
   private readonly idBase = pickIdBase();
   private output: (chunk: Buffer) => void;
   private readonly early: Buffer[] = [];
@@ -212,11 +213,10 @@ export class Sandbox {
     }
     this.mounted = true;
   }
-  /** Still waiting for a run: started, not bound, not stopped, its container alive. */
+  /** Free for a run: not bound, not stopped, its container starting or alive and waiting. */
   get idle(): boolean {
-    return (
-      !this.bound && !this.stopped && !!this.child && this.child.exitCode === null && !this.child.signalCode
-    );
+    const alive = !this.child || (this.child.exitCode === null && !this.child.signalCode);
+    return !this.bound && !this.stopped && alive;
   }
 
   /**
@@ -224,9 +224,14 @@ export class Sandbox {
    * no environment, no endpoint, nothing in its directories. Nothing a run gives it is on podman's
    * command line or in podman's database: the environment goes through a FIFO when the run binds it.
    */
-  async prepare(): Promise<void> {
+  prepare(): Promise<void> {
+    // Once: the pool starts it, and the run that takes it may ask again while that is under way.
+    this.preparing ??= this.prepareOnce();
+    return this.preparing;
+  }
+
+  private async prepareOnce(): Promise<void> {
     if (this.stopped) throw new Error('the sandbox was stopped before it started');
-    if (this.child) return;
     const { workDir } = this.opts;
     await this.mountDisk();
     if (this.stopped) await this.abandon();
