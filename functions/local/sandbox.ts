@@ -17,7 +17,17 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, type FileHandle, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rm,
+  writeFile,
+} from 'node:fs/promises';
 import { connect, createServer, isIP, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -378,7 +388,8 @@ export class Sandbox {
     this.stopped = true;
     // TERM to everything but the buildspec runner (PID 1, whose trap would wait for the running command):
     // the scripts' own TERM handling reports the cancel, then the runner ends; KILL after the grace.
-    if (this.bound) {
+    // Only a started container is asked (podman run against a missing container would make storage).
+    if (this.bound && this.child) {
       await exec('podman', this.podman(['exec', this.container, 'kill', '-TERM', '-1'])).catch(
         () => undefined,
       );
@@ -410,6 +421,12 @@ export class Sandbox {
     }
     for (const server of this.servers) server.close();
     this.servers.length = 0;
+    // conmon runs `podman … container cleanup` when the container exits, on its own time: the disk
+    // stays until no process names the sandbox's directory, else that cleanup would make podman's
+    // storage again under the unmounted mount point, on the host's disk.
+    for (let i = 0; i < 100 && (await processesNaming(this.opts.workDir)); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await this.unmountDisk();
     await rm(this.diskFile, { force: true }).catch(() => undefined);
     await rm(this.opts.workDir, { recursive: true, force: true }).catch(() => undefined);
@@ -482,6 +499,16 @@ export class SandboxPool {
     this.closed = true;
     await Promise.all([...this.idle.splice(0).map((s) => s.remove()), ...this.removing]);
   }
+}
+
+/** True while a process's command line names `path` (conmon, podman's cleanup of the container). */
+async function processesNaming(path: string): Promise<boolean> {
+  const pids = (await readdir('/proc').catch(() => [] as string[])).filter((p) => /^\d+$/.test(p));
+  for (const pid of pids) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(path)) return true;
+  }
+  return false;
 }
 
 let podmanFound: Promise<boolean> | undefined;
