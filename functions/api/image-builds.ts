@@ -32,6 +32,7 @@ export const handler = apiHandler({
     return json(
       200,
       successStatus(
+        'ImageBuild',
         out.deleted
           ? `ImageBuild "${name}" deleted`
           : `ImageBuild "${name}" is being deleted: ${out.stopping.join(', ')} still stopping; they and the build are deleted when their runs end`,

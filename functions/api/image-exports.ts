@@ -18,7 +18,7 @@ export const handler = apiHandler({
     json(200, await getImageExport(req.deps, req.principal(), req.param('name'))),
   'DELETE /api/v1/imageexports/{name}': async (req) => {
     await deleteImageExport(req.deps, req.principal(), req.param('name'));
-    return json(200, successStatus(`ImageExport "${req.param('name')}" deleted`));
+    return json(200, successStatus('ImageExport', `ImageExport "${req.param('name')}" deleted`));
   },
   'GET /api/v1/imageexports/{name}/download': async (req) => ({
     statusCode: 307,

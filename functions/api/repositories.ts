@@ -21,6 +21,6 @@ export const handler = apiHandler({
   },
   'DELETE /api/v1/repositories/{name}': async (req) => {
     await deleteRepository(req.deps, req.principal(), req.param('name'));
-    return json(200, successStatus(`Repository "${req.param('name')}" deleted`));
+    return json(200, successStatus('Repository', `Repository "${req.param('name')}" deleted`));
   },
 });

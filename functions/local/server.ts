@@ -10,7 +10,7 @@ import { handler as imageBuilds } from '../api/image-builds.js';
 import { handler as imageExports } from '../api/image-exports.js';
 import { handler as repositories } from '../api/repositories.js';
 import { handler as service } from '../api/service.js';
-import { type ApiEvent, type ApiResult, MAX_BODY_BYTES, statusBody } from '../commons/http/api-handler.js';
+import { type ApiEvent, type ApiResult, failureBody, MAX_BODY_BYTES } from '../commons/http/api-handler.js';
 import { type ApiFunction, matchRoute, routeKey } from '../commons/http/routes.js';
 
 type Handler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
@@ -62,10 +62,10 @@ function send(res: ServerResponse, result: ApiResult): void {
   res.end(result.body ?? '');
 }
 
-const failure = (code: number, reason: string, message: string): ApiResult => ({
+const failure = (path: string, code: number, reason: string, message: string): ApiResult => ({
   statusCode: code,
   headers: { 'content-type': 'application/json' },
-  body: JSON.stringify(statusBody(code, reason, message)),
+  body: JSON.stringify(failureBody(path, code, reason, message)),
 });
 
 export function createLocalServer(opts: { jwtSecret: string }): Server {
@@ -73,7 +73,7 @@ export function createLocalServer(opts: { jwtSecret: string }): Server {
   return createServer((req, res) => {
     handle(req, key)
       .then((result) => send(res, result))
-      .catch((err: Error) => send(res, failure(500, 'InternalError', err.message)));
+      .catch((err: Error) => send(res, failure(req.url ?? '/', 500, 'InternalError', err.message)));
   });
 }
 
@@ -82,20 +82,20 @@ async function handle(req: IncomingMessage, key: Uint8Array): Promise<ApiResult>
   const method = (req.method ?? 'GET').toUpperCase();
   const match = matchRoute(method, url.pathname);
   const body = await readBody(req);
-  if (!match) return failure(404, 'NotFound', `no route for ${url.pathname}`);
+  if (!match) return failure(url.pathname, 404, 'NotFound', `no route for ${url.pathname}`);
   if ('methodNotAllowed' in match)
-    return failure(405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}`);
+    return failure(url.pathname, 405, 'MethodNotAllowed', `${method} is not allowed on ${url.pathname}`);
 
   let claims: Record<string, string | number | boolean> | undefined;
   if (!match.route.public) {
     const auth = req.headers.authorization ?? '';
     const token = /^Bearer\s+(\S+)$/i.exec(auth)?.[1];
-    if (!token) return failure(401, 'Unauthorized', 'missing bearer token');
+    if (!token) return failure(url.pathname, 401, 'Unauthorized', 'missing bearer token');
     try {
       const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'] });
       claims = flattenClaims(payload as Record<string, unknown>);
     } catch (err) {
-      return failure(401, 'Unauthorized', `invalid bearer token (${(err as Error).message})`);
+      return failure(url.pathname, 401, 'Unauthorized', `invalid bearer token (${(err as Error).message})`);
     }
   }
 

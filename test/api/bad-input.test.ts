@@ -160,7 +160,7 @@ async function expect400(path: string, body: unknown, field: string, getPath: st
   const res = await admin.req('POST', path, body);
   expect([field, res.status]).toEqual([field, 400]);
   expect(res.body).toMatchObject({
-    apiVersion: 'v1',
+    apiVersion: path.startsWith('/api/v1/repositories') ? 'flightctl.io/v1beta1' : 'flightctl.io/v1alpha1',
     kind: 'Status',
     status: 'Failure',
     code: 400,

@@ -192,6 +192,26 @@ export function listBody<R extends AnyResource>(kind: Kind, result: ListResult<R
   };
 }
 
-export function successStatus(message: string) {
-  return { apiVersion: 'v1', kind: 'Status', status: 'Success', code: 200, message };
+/**
+ * Flight Control's `Status` (both specs require all six fields), in the API version of the group the
+ * request addressed: core (`flightctl.io/v1beta1`) for repositories, imagebuilder
+ * (`flightctl.io/v1alpha1`) for builds and exports.
+ */
+export function statusBody(
+  apiVersion: string,
+  status: 'Success' | 'Failure',
+  code: number,
+  reason: string,
+  message: string,
+) {
+  return { apiVersion, kind: 'Status', status, code, reason, message };
+}
+
+/** The API version of the group a request path addresses (`/api/v1/repositories…` is core's). */
+export const apiVersionOfPath = (path: string | undefined): string =>
+  /^\/api\/v1\/repositories(\/|$|\?)/.test(path ?? '') ? API_VERSION.Repository : API_VERSION.ImageBuild;
+
+/** A DELETE's answer: Success, 200, with an empty reason (nothing went wrong), as Kubernetes does. */
+export function successStatus(kind: Kind, message: string) {
+  return statusBody(API_VERSION[kind], 'Success', 200, '', message);
 }

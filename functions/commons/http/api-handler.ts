@@ -13,6 +13,7 @@ import {
   QuotaExceededError,
   UnsupportedMediaTypeError,
 } from '../domain/errors.js';
+import { apiVersionOfPath, statusBody } from '../domain/resources.js';
 import type { Deps } from '../ports.js';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -39,10 +40,6 @@ export interface ApiResponse {
 export type RouteHandler = (req: ApiRequest) => Promise<ApiResponse>;
 
 export const json = (statusCode: number, body: unknown): ApiResponse => ({ statusCode, body });
-
-export function statusBody(code: number, reason: string, message: string) {
-  return { apiVersion: 'v1', kind: 'Status', status: 'Failure', code, reason, message };
-}
 
 function parseBody(event: ApiEvent): unknown {
   const raw = event.body ?? '';
@@ -74,15 +71,23 @@ function toResult(res: ApiResponse): ApiResult {
   };
 }
 
-export function errorResult(err: unknown, deps?: Pick<Deps, 'logger'>): ApiResult {
+/** A failure's `Status` in the API version of the group `path` addresses. */
+export const failureBody = (path: string | undefined, code: number, reason: string, message: string) =>
+  statusBody(apiVersionOfPath(path), 'Failure', code, reason, message);
+
+export function errorResult(err: unknown, deps?: Pick<Deps, 'logger'>, path?: string): ApiResult {
   if (err instanceof ApiError) {
     const headers: Record<string, string> =
       err instanceof QuotaExceededError ? { 'retry-after': String(err.retryAfterSeconds) } : {};
-    return toResult({ statusCode: err.code, body: statusBody(err.code, err.reason, err.message), headers });
+    return toResult({
+      statusCode: err.code,
+      body: failureBody(path, err.code, err.reason, err.message),
+      headers,
+    });
   }
   // Only the error itself is logged: bodies and headers may hold secrets.
   deps?.logger.error('unhandled error', { error: (err as Error)?.message, stack: (err as Error)?.stack });
-  return toResult({ statusCode: 500, body: statusBody(500, 'InternalError', 'internal error') });
+  return toResult({ statusCode: 500, body: failureBody(path, 500, 'InternalError', 'internal error') });
 }
 
 export function apiHandler(routes: Record<string, RouteHandler>) {
@@ -118,7 +123,7 @@ export function apiHandler(routes: Record<string, RouteHandler>) {
       };
       return toResult(await route(req));
     } catch (err) {
-      return errorResult(err, deps);
+      return errorResult(err, deps, event.rawPath);
     }
   });
 }
