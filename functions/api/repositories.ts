@@ -3,6 +3,7 @@ import {
   deleteRepository,
   getRepository,
   listRepositories,
+  presentRepository,
   replaceRepository,
 } from '#commons/domain/repositories.js';
 import { listBody, successStatus } from '#commons/domain/resources.js';
@@ -10,7 +11,10 @@ import { apiHandler, json } from '#commons/http/api-handler.js';
 
 export const handler = apiHandler({
   'GET /api/v1/repositories': async (req) =>
-    json(200, listBody('Repository', await listRepositories(req.deps, req.principal(), req.query))),
+    json(
+      200,
+      listBody('Repository', await listRepositories(req.deps, req.principal(), req.query), presentRepository),
+    ),
   'POST /api/v1/repositories': async (req) =>
     json(201, await createRepository(req.deps, req.principal(), req.body())),
   'GET /api/v1/repositories/{name}': async (req) =>

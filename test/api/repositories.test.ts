@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_AWS } from '../../functions/local/dynamodb-local.js';
+import { expectFlightctl } from '../fixtures/flightctl-specs.js';
 import { type Client, repository, startTestStack, type TestStack } from '../fixtures/local-stack.js';
 
 let stack: TestStack;
@@ -38,7 +39,10 @@ describe('Repository', () => {
     expect(created.status).toBe(201);
     expect(created.body.metadata).toMatchObject({ name: 'quay', generation: 1, resourceVersion: '1' });
     expect(created.body.metadata.uid).toMatch(/^[0-9a-f-]{36}$/);
-    expect(created.body.spec.ociAuth).toEqual({ authType: 'docker', username: 'robot' });
+    // Flight Control's shape (DockerAuth requires a password): the stored one is shown masked, as
+    // Flight Control shows it.
+    expect(created.body.spec.ociAuth).toEqual({ authType: 'docker', username: 'robot', password: '*****' });
+    expectFlightctl('core', 'Repository', created.body);
 
     const got = await admin.req('GET', '/api/v1/repositories/quay');
     expect(got.status).toBe(200);
@@ -47,6 +51,8 @@ describe('Repository', () => {
     expect(list.body.kind).toBe('RepositoryList');
     expect(list.body.items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(['quay']);
     expect(list.text).not.toContain(PASSWORD);
+    expectFlightctl('core', 'Repository', got.body);
+    expectFlightctl('core', 'RepositoryList', list.body);
 
     // Not in the table…
     // Read back with the AWS SDK, independently of the store's own client.
@@ -122,6 +128,38 @@ describe('Repository', () => {
     const contents = await Promise.all(after.map((f) => readFile(f, 'utf8')));
     expect(contents).toContain('second');
     expect(contents).not.toContain('first-password');
+    // A client that edits something else and sends the masked password back keeps it, stored as it was.
+    const masked = (await admin.req('GET', '/api/v1/repositories/keep')).body;
+    expect(masked.spec.ociAuth.password).toBe('*****');
+    const relabeled = { ...masked, metadata: { ...masked.metadata, labels: { team: 'edge' } } };
+    expect((await admin.req('PUT', '/api/v1/repositories/keep', relabeled)).status).toBe(200);
+    const kept = await Promise.all(
+      (await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')),
+    );
+    expect(kept).toContain('second');
+    expect(kept).not.toContain('*****');
+    // Where the password would go changes (another host, plain http): it must be sent again.
+    const current = (await admin.req('GET', '/api/v1/repositories/keep')).body;
+    for (const change of [
+      { registry: 'evil.example.com' },
+      { scheme: 'http' },
+      { skipServerVerification: true },
+    ]) {
+      const moved = { ...current, spec: { ...current.spec, ...change } };
+      const res = await admin.req('PUT', '/api/v1/repositories/keep', moved);
+      expect([change, res.status, res.body.message]).toEqual([
+        change,
+        400,
+        expect.stringMatching(/^spec\.ociAuth\.password: .*send the password again/),
+      ]);
+    }
+    // Creating with the mask: there is no stored password it could stand for.
+    const bad = await admin.req(
+      'POST',
+      '/api/v1/repositories',
+      repository('masked', { ociAuth: { ...auth, password: '*****' } }),
+    );
+    expect([bad.status, bad.body.message]).toEqual([400, expect.stringMatching(/^spec\.ociAuth\.password:/)]);
     await admin.req('DELETE', '/api/v1/repositories/keep');
     const left = await Promise.all(
       (await allFiles(join(stack.dataDir, 'secrets'))).map((f) => readFile(f, 'utf8')),

@@ -1,11 +1,8 @@
 // Every `Status` the API answers — errors of each kind and the DELETE answers — validated against the
 // `Status` schema of Flight Control's own specs (test/fixtures: core v1beta1 for repositories,
 // imagebuilder v1alpha1 for builds and exports), which require all six fields and fix the apiVersion.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import AjvModule from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
+import { expectFlightctl } from '../fixtures/flightctl-specs.js';
 import {
   type Client,
   call,
@@ -16,19 +13,7 @@ import {
   type TestStack,
 } from '../fixtures/local-stack.js';
 
-const spec = (file: string) => parse(readFileSync(join(__dirname, '../fixtures', file), 'utf8'));
-const ajv = new AjvModule.default({ strict: false, allErrors: true });
-ajv.addSchema(spec('flightctl-core-v1beta1.openapi.yaml'), 'core');
-ajv.addSchema(spec('flightctl-imagebuilder-v1alpha1.openapi.yaml'), 'imagebuilder');
-const validators = {
-  core: ajv.compile({ $ref: 'core#/components/schemas/Status' }),
-  imagebuilder: ajv.compile({ $ref: 'imagebuilder#/components/schemas/Status' }),
-};
-
-function expectStatus(api: 'core' | 'imagebuilder', body: unknown) {
-  const validate = validators[api];
-  expect(validate(body), `${JSON.stringify(body)}: ${ajv.errorsText(validate.errors)}`).toBe(true);
-}
+const expectStatus = (api: 'core' | 'imagebuilder', body: unknown) => expectFlightctl(api, 'Status', body);
 
 let stack: TestStack;
 let admin: Client;

@@ -9,21 +9,55 @@ import { validateRepositoryBody } from './validation.js';
 
 const KIND = 'Repository';
 
-/** Splits the password off the spec; what remains is safe to store and return. */
+/**
+ * What Flight Control answers in place of a stored password, and what its clients send back to keep it
+ * (a GET, edited, then PUT): never stored as a password.
+ */
+export const MASKED_PASSWORD = '*****';
+
+/** Splits the password off the spec; what remains is safe to store and return. The mask is no password. */
 function withoutPassword(repo: Repository): { doc: Repository; password?: string } {
   const auth = repo.spec.ociAuth;
-  if (!auth?.password) return { doc: repo };
+  if (!auth || auth.password === undefined) return { doc: repo };
   const { password, ...rest } = auth;
-  return { doc: { ...repo, spec: { ...repo.spec, ociAuth: rest } }, password };
+  const doc = { ...repo, spec: { ...repo.spec, ociAuth: rest } };
+  return password && password !== MASKED_PASSWORD ? { doc, password } : { doc };
 }
+
+/** A repository as the API shows it: Flight Control's shape, the password masked when one is stored. */
+export function presentRepository(item: StoredResource<Repository>): Repository {
+  const shown = present(item);
+  const auth = shown.spec.ociAuth;
+  if (!auth) return shown;
+  return {
+    ...shown,
+    spec: { ...shown.spec, ociAuth: { ...auth, password: item.secretRef ? MASKED_PASSWORD : '' } },
+  };
+}
+
+/** Where a stored password would be sent: a change of any of these needs the password sent again. */
+const connection = (r: Repository) =>
+  JSON.stringify([
+    r.spec.registry,
+    r.spec.scheme ?? 'https',
+    r.spec.skipServerVerification ?? false,
+    r.spec['ca.crt'] ?? '',
+    r.spec.ociAuth?.username,
+  ]);
 
 export async function createRepository(deps: Deps, p: Principal, body: unknown) {
   authorize(p, 'write');
   const input = validateRepositoryBody(body);
-  return present(await insert(deps, p.orgId, input));
+  return presentRepository(await insert(deps, p.orgId, input));
 }
 
 async function insert(deps: Deps, orgId: string, input: Repository): Promise<StoredResource<Repository>> {
+  if (input.spec.ociAuth?.password === MASKED_PASSWORD) {
+    throw new InvalidError(
+      'spec.ociAuth.password',
+      `"${MASKED_PASSWORD}" stands for a stored password, and this repository has none: send the password`,
+    );
+  }
   const { doc, password } = withoutPassword(input);
   const item: StoredResource<Repository> = {
     orgId,
@@ -45,7 +79,7 @@ async function insert(deps: Deps, orgId: string, input: Repository): Promise<Sto
 
 export async function getRepository(deps: Deps, p: Principal, name: string) {
   authorize(p, 'read');
-  return present(await getOrThrow<Repository>(deps, p.orgId, KIND, name));
+  return presentRepository(await getOrThrow<Repository>(deps, p.orgId, KIND, name));
 }
 
 export async function listRepositories(deps: Deps, p: Principal, params: ListParams) {
@@ -61,7 +95,7 @@ export async function replaceRepository(deps: Deps, p: Principal, name: string, 
     throw new InvalidError('metadata.name', `must match the name in the path ("${name}")`);
   }
   const current = await deps.store.get(p.orgId, KIND, name);
-  if (!current) return { created: true, resource: present(await insert(deps, p.orgId, input)) };
+  if (!current) return { created: true, resource: presentRepository(await insert(deps, p.orgId, input)) };
   const old = current as StoredResource<Repository>;
   const requested = input.metadata.resourceVersion;
   if (requested !== undefined && requested !== String(old.version)) {
@@ -71,11 +105,16 @@ export async function replaceRepository(deps: Deps, p: Principal, name: string, 
   }
 
   const { doc, password } = withoutPassword(input);
-  // Sending back a GET result (ociAuth without password, same username) keeps the stored password.
-  const keepSecret =
-    !password &&
-    doc.spec.ociAuth !== undefined &&
-    doc.spec.ociAuth.username === old.doc.spec.ociAuth?.username;
+  // Sending back a GET result (the masked or no password, same username) keeps the stored password —
+  // unless where it would go changed (registry, scheme, TLS settings, user): a password is never sent
+  // to a host, or over a transport, that its owner did not send it for.
+  const keepSecret = !password && doc.spec.ociAuth !== undefined && old.secretRef !== undefined;
+  if (keepSecret && connection(doc) !== connection(old.doc)) {
+    throw new InvalidError(
+      'spec.ociAuth.password',
+      'the registry, its scheme or TLS settings, or the username changed: send the password again',
+    );
+  }
   const secretRef = password
     ? await deps.secrets.putRepositoryPassword(p.orgId, name, password)
     : keepSecret
@@ -106,7 +145,7 @@ export async function replaceRepository(deps: Deps, p: Principal, name: string, 
     throw err;
   }
   if (old.secretRef && old.secretRef !== secretRef) await deps.secrets.deleteSecret(old.secretRef);
-  return { created: false, resource: present(next) };
+  return { created: false, resource: presentRepository(next) };
 }
 
 export async function deleteRepository(deps: Deps, p: Principal, name: string): Promise<void> {
