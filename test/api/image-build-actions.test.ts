@@ -2,7 +2,7 @@
 // the log endpoint, and DELETE of a build whose runs outlast its wait, through the local gateway with the
 // workflows port observed (a recording double: runs end only when the test says so).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { workflowRef } from '../../functions/commons/domain/image-builds.js';
+import { cancelRun, workflowRef } from '../../functions/commons/domain/image-builds.js';
 import { transition } from '../../functions/commons/domain/transitions.js';
 import {
   type Client,
@@ -31,6 +31,39 @@ async function setReason(name: string, reason: string, kind: 'ImageBuild' | 'Ima
 }
 
 describe('cancel', () => {
+  it('a cancel that loses to the run’s own step (Pending → Building under it) cancels from there, not 409', async () => {
+    await admin.req('POST', '/api/v1/imagebuilds', imageBuild('race'));
+    // The cancel reads the build Pending; before it writes, the workflow's Prepare moves it to Building.
+    let raced = false;
+    const store = stack.deps.store;
+    const racing = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop !== 'get') return Reflect.get(target, prop, receiver);
+        return async (...args: Parameters<typeof store.get>) => {
+          const item = await target.get(...args);
+          if (item && !raced && args[2] === 'race') {
+            raced = true;
+            await transition(stack.deps, workflowRef(item), {
+              reason: 'Building',
+              message: 'Building',
+              from: ['Pending'],
+            });
+          }
+          return item;
+        };
+      },
+    });
+    const out = await cancelRun(
+      { ...stack.deps, store: racing },
+      { sub: 'u', orgId: 'org-a', roles: ['admin'] },
+      'ImageBuild',
+      'race',
+    );
+    expect(raced).toBe(true);
+    expect(out.status?.conditions?.[0]?.reason).toBe('Canceling');
+    expect(stack.workflows.stops.map((s) => s.ref.name)).toContain('race');
+  });
+
   it('Pending → Canceled at once; Building → Canceling with the execution stopped; 409 afterwards; 404 missing', async () => {
     await admin.req('POST', '/api/v1/imagebuilds', imageBuild('p'));
     const p = await admin.req('POST', '/api/v1/imagebuilds/p/cancel');

@@ -290,26 +290,36 @@ export const NEW_VERSION_ANNOTATION = 'flightctl.io/new-version-from';
  */
 export async function cancelRun(deps: Deps, p: Principal, kind: 'ImageBuild' | 'ImageExport', name: string) {
   authorize(p, 'write');
-  const item = await getOrThrow<ImageBuild | ImageExport>(deps, p.orgId, kind, name);
-  const reason = readyReason(item.doc) ?? 'Pending';
-  if (TERMINAL_REASONS.has(reason) || reason === 'Canceling') {
-    throw new ConflictError(`${kind} "${name}" is ${reason} and cannot be canceled`);
+  // The run moves on its own (Pending → Building as its workflow starts): a transition that lost to
+  // such a step reads the run again and cancels from where it is now; 409 only when it cannot be.
+  for (let attempt = 0; ; attempt++) {
+    const item = await getOrThrow<ImageBuild | ImageExport>(deps, p.orgId, kind, name);
+    const reason = readyReason(item.doc) ?? 'Pending';
+    if (TERMINAL_REASONS.has(reason) || reason === 'Canceling') {
+      throw new ConflictError(`${kind} "${name}" is ${reason} and cannot be canceled`);
+    }
+    const ref = workflowRef(item);
+    const next =
+      reason === 'Pending'
+        ? await transition(deps, ref, {
+            reason: 'Canceled',
+            message: 'Canceled before it started',
+            from: ['Pending'],
+          })
+        : await transition(deps, ref, { reason: 'Canceling', message: 'Canceling', from: [reason] });
+    if (!next) {
+      if (attempt < CANCEL_ATTEMPTS) continue;
+      throw new ConflictError(`${kind} "${name}" kept changing while canceling; read it again`);
+    }
+    await deps.workflows.stop(ref, 'canceled by user');
+    if (kind === 'ImageBuild' && readyReason(next.doc) === 'Canceled')
+      await settleWaitingExports(deps, ref, 'Canceled');
+    return present(next);
   }
-  const ref = workflowRef(item);
-  const next =
-    reason === 'Pending'
-      ? await transition(deps, ref, {
-          reason: 'Canceled',
-          message: 'Canceled before it started',
-          from: ['Pending'],
-        })
-      : await transition(deps, ref, { reason: 'Canceling', message: 'Canceling', from: [reason] });
-  if (!next) throw new ConflictError(`${kind} "${name}" changed while canceling; read it again`);
-  await deps.workflows.stop(ref, 'canceled by user');
-  if (kind === 'ImageBuild' && readyReason(next.doc) === 'Canceled')
-    await settleWaitingExports(deps, ref, 'Canceled');
-  return present(next);
 }
+
+/** How often a cancel reads the run again after losing to one of its own steps. */
+const CANCEL_ATTEMPTS = 5;
 
 /** Runs a Failed or Canceled build again: a new generation, so a new execution. */
 async function retryBuild(deps: Deps, item: StoredResource<ImageBuild>): Promise<StoredResource<ImageBuild>> {
