@@ -69,7 +69,7 @@ const emptyToUndefined = (m: Record<string, string> | undefined) =>
 /** The part of a document that apply compares: spec and labels (repositories: annotations too). */
 export function comparable(kind: Kind, doc: Resource): string {
   let spec = doc.spec;
-  // The server never returns a password, so it cannot be compared.
+  // The server shows a stored password only masked (*****), so it cannot be compared.
   if (kind === 'Repository' && isObject(spec?.ociAuth)) {
     const { password: _password, ...ociAuth } = spec.ociAuth;
     spec = { ...spec, ociAuth };

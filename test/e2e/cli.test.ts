@@ -147,7 +147,7 @@ ${JSON.stringify(imageExport('edge-os-v1-qcow2', 'edge-os-v1'))}
       'imageexport/edge-os-v1-qcow2 created',
     ]);
 
-    // From standard input; the password, never returned, does not make it differ.
+    // From standard input; the password, shown only masked, does not make it differ.
     const again = await cli(['apply', '-f', '-'], { input: docs('registry.example.com', 'v1') });
     expect(again).toMatchObject({ code: 0, stderr: '' });
     expect(lines(again.stdout)).toEqual([
@@ -205,7 +205,7 @@ describe('get', () => {
       cli(['get', 'imageexports', '--field-selector', 'spec.format=qcow2', '-o', 'yaml']),
     ]);
     expect(table.code).toBe(0);
-    expect(lines(table.stdout)[0]).toMatch(/^NAME\s+STATUS\s+IMAGE\s+AGE$/);
+    expect(lines(table.stdout)[0], table.stderr).toMatch(/^NAME\s+STATUS\s+IMAGE\s+AGE$/);
     expect(lines(table.stdout)[1]).toMatch(/^edge-os-v1\s+Pending\s+dst\/edge\/os:v1\s+\d+s$/);
 
     const repos = parseYaml(yaml.stdout);
@@ -213,7 +213,9 @@ describe('get', () => {
     expect(repos.items.map((r: any) => r.metadata.name)).toEqual(
       expect.arrayContaining(['src', 'dst', 'third', 'page-0', 'page-6']),
     );
-    expect(repos.items.find((r: any) => r.metadata.name === 'dst').spec.ociAuth.password).toBeUndefined();
+    // A stored password is shown masked, as Flight Control shows it, never itself.
+    expect(repos.items.find((r: any) => r.metadata.name === 'dst').spec.ociAuth.password).toBe('*****');
+    expect(yaml.stdout).not.toContain('s3cret');
 
     expect(JSON.parse(json.stdout)).toMatchObject({ kind: 'ImageBuild', metadata: { name: 'edge-os-v1' } });
     expect(JSON.parse(paged.stdout).items).toHaveLength(repos.items.length);
