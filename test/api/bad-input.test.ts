@@ -167,9 +167,15 @@ async function expect400(path: string, body: unknown, field: string, getPath: st
     reason: 'BadRequest',
   });
   expect(res.body.message.startsWith(`${field}:`) || res.body.message.startsWith(`${field}[`)).toBe(true);
+  // Nothing written: read from the store itself (a name the API refuses in a path cannot be asked for).
   const name = (body as Json).metadata?.name;
-  if (typeof name === 'string' && /^[a-z0-9-]{1,60}$/.test(name))
-    expect((await admin.req('GET', `${getPath}/${name}`)).status).toBe(404);
+  const kind = {
+    '/api/v1/repositories': 'Repository',
+    '/api/v1/imagebuilds': 'ImageBuild',
+    '/api/v1/imageexports': 'ImageExport',
+  }[getPath] as 'Repository' | 'ImageBuild' | 'ImageExport';
+  if (typeof name === 'string' && name.length < 1000)
+    expect(await stack.deps.store.get('org-a', kind, name)).toBeUndefined();
 }
 
 describe('400 naming the field, nothing written', () => {
@@ -225,6 +231,26 @@ describe('malformed requests → 4xx Status, never 5xx', () => {
     expect(res.status).toBe(415);
     expect((await admin.req('GET', '/api/v1/nothing')).status).toBe(404);
     expect((await admin.req('PATCH', '/api/v1/repositories/x', {})).status).toBe(405);
+  });
+
+  it('a name in the path that no resource can have (1 100 characters, a bad % escape, capitals) → 400 naming it', async () => {
+    const bad = ['a'.repeat(1100), '%E0%A4%A', 'Upper', 'a%2Fb'];
+    for (const kind of ['repositories', 'imagebuilds', 'imageexports']) {
+      for (const name of bad) {
+        for (const method of ['GET', 'DELETE']) {
+          const res = await admin.req(method, `/api/v1/${kind}/${name}`);
+          expect([kind, name.slice(0, 12), method, res.status, res.body?.message?.slice(0, 6)]).toEqual([
+            kind,
+            name.slice(0, 12),
+            method,
+            400,
+            'name: ',
+          ]);
+        }
+      }
+    }
+    const put = await admin.req('PUT', `/api/v1/repositories/${'a'.repeat(1100)}`, repository('x'));
+    expect([put.status, put.body.message.slice(0, 6)]).toEqual([400, 'name: ']);
   });
 
   it('wrong types in query parameters → 400', async () => {

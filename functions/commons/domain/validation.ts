@@ -1,4 +1,6 @@
 // Request validation: the generated openapi.yaml validators first, then the rules a schema cannot say.
+
+import { OPENAPI } from '../generated/openapi.js';
 import {
   type ValidationError,
   type Validator,
@@ -55,6 +57,23 @@ function describe(e: ValidationError): InvalidError {
     default:
       return new InvalidError(fieldPath(e.instancePath) || 'body', e.message ?? 'invalid');
   }
+}
+
+/** openapi.yaml's ResourceName (every resource's name, in bodies and in paths). */
+const RESOURCE_NAME = (
+  OPENAPI.components as { schemas: Record<string, { pattern: string; maxLength: number }> }
+).schemas.ResourceName as { pattern: string; maxLength: number };
+const RESOURCE_NAME_RE = new RegExp(RESOURCE_NAME.pattern);
+
+/** A name in a request path, checked like a body's metadata.name: 400 naming the parameter, never a 5xx. */
+export function checkPathName(param: string, value: string): string {
+  if (value.length > RESOURCE_NAME.maxLength || !RESOURCE_NAME_RE.test(value)) {
+    throw new InvalidError(
+      param,
+      `not a resource name (an RFC 1123 DNS subdomain of at most ${RESOURCE_NAME.maxLength} characters)`,
+    );
+  }
+  return value;
 }
 
 /** Validates a request body against the kind's schema; throws InvalidError naming the first bad field. */

@@ -14,6 +14,7 @@ import {
   UnsupportedMediaTypeError,
 } from '../domain/errors.js';
 import { apiVersionOfPath, statusBody } from '../domain/resources.js';
+import { checkPathName } from '../domain/validation.js';
 import type { Deps } from '../ports.js';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -110,7 +111,7 @@ export function apiHandler(routes: Record<string, RouteHandler>) {
         param: (name) => {
           const v = event.pathParameters?.[name];
           if (!v) throw new InvalidError(name, 'missing path parameter');
-          return v;
+          return name === 'name' ? checkPathName(name, v) : v;
         },
         query: event.queryStringParameters ?? {},
         body: () => {

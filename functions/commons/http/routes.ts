@@ -75,8 +75,20 @@ function matchTemplate(template: string, path: string): Record<string, string> |
     const val = p[i] as string;
     if (seg.startsWith('{') && seg.endsWith('}')) {
       if (val === '') return undefined;
-      params[seg.slice(1, -1)] = decodeURIComponent(val);
+      params[seg.slice(1, -1)] = decodePathSegment(val);
     } else if (seg !== val) return undefined;
   }
   return params;
+}
+
+/**
+ * A path segment decoded as API Gateway decodes path parameters; a malformed escape stays as it is, so
+ * the name check rejects it with a 400 naming the parameter instead of a 500.
+ */
+function decodePathSegment(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }
