@@ -224,6 +224,24 @@ describe('malformed requests → 4xx Status, never 5xx', () => {
     expect((await admin.req('GET', '/api/v1/imagebuilds/big')).status).toBe(404);
   });
 
+  it('a spec under the 1 MiB body limit but over what one stored resource may be → 413 naming spec, nothing written', async () => {
+    const big = imageBuild('stored-big', {
+      // Within every documented limit (256 KiB a file, 1 MiB together): three files of 250 KiB.
+      customizations: {
+        files: ['/a', '/b', '/c'].map((path) => ({ path, content: 'x'.repeat(250 * 1024) })),
+      },
+    });
+    const res = await admin.req('POST', '/api/v1/imagebuilds', big);
+    expect([res.status, res.body.reason, res.body.message.slice(0, 6)]).toEqual([
+      413,
+      'RequestEntityTooLarge',
+      'spec: ',
+    ]);
+    expect(await stack.deps.store.get('org-a', 'ImageBuild', 'stored-big')).toBeUndefined();
+    // Its quota slot was not kept either: the same org can still create.
+    expect((await admin.req('POST', '/api/v1/imagebuilds', imageBuild('after-big'))).status).toBe(201);
+  });
+
   it('a non-JSON content type → 415; unknown route → 404; wrong method → 405', async () => {
     const res = await admin.req('POST', '/api/v1/repositories', JSON.stringify(repository('ct')), {
       'content-type': 'text/plain',

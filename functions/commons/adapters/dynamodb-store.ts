@@ -2,7 +2,7 @@
 //   pk = "<org>#<kind>", sk = "<name>"                   → get by name; list one org's kind in name order
 //   gsi1pk = "<org>#ImageExport#<build>", gsi1sk = name   → exports of a build (index byBuild)
 // Every request path is a GetItem, a conditional write or a Query of one partition: never a Scan.
-import { ConflictError, QuotaExceededError } from '../domain/errors.js';
+import { ConflictError, PayloadTooLargeError, QuotaExceededError } from '../domain/errors.js';
 import type { QuotaLedgerState } from '../domain/quotas.js';
 import { readyReason } from '../domain/resources.js';
 import type { Kind } from '../domain/types.js';
@@ -59,7 +59,29 @@ function unmarshall(m: Marshalled): Record<string, unknown> {
 
 const ACTIVE = new Set(['Pending', 'Building', 'Pushing', 'Converting', 'Canceling']);
 
+/** DynamoDB's item limit: attribute names and values, as UTF-8 bytes (numbers counted generously). */
+const MAX_ITEM_BYTES = 400 * 1024;
+
+function itemBytes(item: Record<string, unknown>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(item)) {
+    n += Buffer.byteLength(k) + (typeof v === 'string' ? Buffer.byteLength(v) : 22);
+  }
+  return n;
+}
+
 function toItem(r: StoredResource): Item {
+  const item = buildItem(r);
+  const bytes = itemBytes(item as unknown as Record<string, unknown>);
+  if (bytes > MAX_ITEM_BYTES) {
+    throw new PayloadTooLargeError(
+      `spec: ${r.kind} "${r.name}" would take ${Math.ceil(bytes / 1024)} KB stored, more than the ${MAX_ITEM_BYTES / 1024} KB one resource may (DynamoDB's item limit): make its files and scripts smaller`,
+    );
+  }
+  return item;
+}
+
+function buildItem(r: StoredResource): Item {
   const reason = readyReason(r.doc);
   const since = (r.doc.status as { conditions?: { lastTransitionTime?: string }[] } | undefined)
     ?.conditions?.[0]?.lastTransitionTime;
