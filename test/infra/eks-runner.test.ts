@@ -13,20 +13,18 @@ import { jobEnv, planBuild } from '../../functions/commons/domain/build-plan.js'
 import { imageBuilderPropsFromContext } from '../../infra/config.js';
 import { IMAGE_BUILD_ASL } from '../../infra/constructs/build-workflow.js';
 import { IMAGE_EXPORT_ASL } from '../../infra/constructs/export-workflow.js';
-import { asArray, flat, ofType, policyStatements, type Resources, synthesize } from './template.js';
+import {
+  asArray,
+  EKS_CA as CA,
+  EKS_CONTEXT,
+  flat,
+  ofType,
+  policyStatements,
+  type Resources,
+  synthesize,
+} from './template.js';
 
 const EKS_JOB_SCRIPT = join(BUILDER_DIR, 'eks-job.sh');
-const CA = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64');
-const EKS_CONTEXT = {
-  stage: 'dev',
-  runner: 'eks',
-  eksClusterName: 'builders',
-  eksEndpoint: 'https://ABCDEF0123456789.gr7.eu-west-1.eks.amazonaws.com',
-  eksCertificateAuthority: CA,
-  eksNamespace: 'imagebuilder',
-  eksServiceAccount: 'imagebuilder-builder',
-};
-
 type State = Record<string, any>;
 
 /** The ASL file with the machine's substitutions applied (CloudFormation values flattened to text). */

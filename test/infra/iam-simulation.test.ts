@@ -10,6 +10,7 @@ import { runSimulation, type Simulation } from '@cloud-copilot/iam-simulate';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   asArray,
+  EKS_CONTEXT,
   ofType,
   policyStatements,
   type Resource,
@@ -20,7 +21,6 @@ import {
 
 const ACCOUNT = '123456789012';
 const REGION = 'eu-west-1';
-const CA = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64');
 
 /** The ARN (GetAtt Arn) and Ref of a resource of the template, as CloudFormation would give them. */
 function arnOf(id: string, r: Resource | undefined): { arn: string; ref: string } {
@@ -208,13 +208,7 @@ describe('IAM, evaluated by a policy simulator: what code in a run can do with i
   let eks: Resources;
   beforeAll(() => {
     codebuild = synthesize({ stage: 'dev' }).resources;
-    eks = synthesize({
-      stage: 'dev',
-      runner: 'eks',
-      eksClusterName: 'builders',
-      eksEndpoint: 'https://ABCDEF0123456789.gr7.eu-west-1.eks.amazonaws.com',
-      eksCertificateAuthority: CA,
-    }).resources;
+    eks = synthesize(EKS_CONTEXT).resources;
   });
 
   const builderRole = (resources: Resources) => {

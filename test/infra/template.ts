@@ -18,6 +18,22 @@ export type Statement = {
   Condition?: Record<string, unknown>;
 };
 
+/** A certificate authority of the shape the EKS context takes (base64 PEM); not a real one. */
+export const EKS_CA = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString(
+  'base64',
+);
+
+/** The context of a deployment with the EKS runner, shared by the infra tests that synthesize one. */
+export const EKS_CONTEXT = {
+  stage: 'dev',
+  runner: 'eks',
+  eksClusterName: 'builders',
+  eksEndpoint: 'https://ABCDEF0123456789.gr7.eu-west-1.eks.amazonaws.com',
+  eksCertificateAuthority: EKS_CA,
+  eksNamespace: 'imagebuilder',
+  eksServiceAccount: 'imagebuilder-builder',
+};
+
 export function synthesize(context: Record<string, unknown>) {
   const app = new App({ context });
   const props = imageBuilderPropsFromContext(app.node);
